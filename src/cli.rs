@@ -1,0 +1,409 @@
+//! The command line: clap structs as the user types them (`*Args`), then
+//! validated and resolved into settings the rest of kiln uses
+//! ([`BuildSettings`]), in the spirit of ripgrep's LowArgs → HiArgs.
+//!
+//! Flags follow `docker buildx build`. Flags that are parsed and validated
+//! but not implemented yet are rejected with an error that says so.
+
+use crate::plan::Platform;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// kiln: build container images from Dockerfiles, without a daemon.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile and a context directory.
+    Build(BuildArgs),
+    /// Parse, plan and lint a Dockerfile without building it.
+    Check(CheckArgs),
+}
+
+/// `--progress` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    Auto,
+    Tty,
+    Plain,
+    Quiet,
+    Rawjson,
+}
+
+/// `--network` modes for RUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Network {
+    Default,
+    None,
+    Host,
+}
+
+/// `--dry-run` output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    Text,
+    Json,
+}
+
+/// Options shared by `build` and `check` that choose what gets planned.
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile); `-` reads stdin.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        help_heading = "Input"
+    )]
+    pub file: Option<String>,
+    /// Set a build-time variable: KEY=VALUE, or KEY to take it from the environment.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]", help_heading = "Input")]
+    pub build_args: Vec<String>,
+    /// Build only up to this stage.
+    #[arg(long, value_name = "STAGE", help_heading = "Input")]
+    pub target: Option<String>,
+    /// Target platform, e.g. linux/amd64.
+    #[arg(long, value_name = "PLATFORM", help_heading = "Input")]
+    pub platform: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Name and optionally tag the image (registry/repo:tag); repeatable.
+    #[arg(short = 't', long = "tag", value_name = "REF", help_heading = "Output")]
+    pub tags: Vec<String>,
+    /// Set an image label (KEY=VALUE); repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", help_heading = "Output")]
+    pub labels: Vec<String>,
+    /// Output destination: type=oci|docker|local|tar|image|registry,dest=PATH,...
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "SPEC",
+        help_heading = "Output"
+    )]
+    pub outputs: Vec<String>,
+    /// Push the image to its registry (shorthand for --output=type=registry).
+    #[arg(long, help_heading = "Output")]
+    pub push: bool,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub iidfile: Option<PathBuf>,
+    /// Write build result metadata (JSON) to this file.
+    #[arg(long = "metadata-file", value_name = "FILE", help_heading = "Output")]
+    pub metadata_file: Option<PathBuf>,
+    /// Do not use the build cache.
+    #[arg(long = "no-cache", help_heading = "Cache")]
+    pub no_cache: bool,
+    /// Always re-resolve base images from their registries.
+    #[arg(long, help_heading = "Cache")]
+    pub pull: bool,
+    /// Where kiln keeps its cache (default: $XDG_CACHE_HOME/kiln, or /var/lib/kiln for root).
+    #[arg(long = "cache-dir", value_name = "DIR", help_heading = "Cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
+    #[arg(long = "secret", value_name = "SPEC", help_heading = "Execution")]
+    pub secrets: Vec<String>,
+    /// SSH agent socket or keys for RUN --mount=type=ssh: default or ID=PATH[,PATH].
+    #[arg(long = "ssh", value_name = "SPEC", help_heading = "Execution")]
+    pub ssh: Vec<String>,
+    /// Networking for RUN steps.
+    #[arg(long, value_enum, value_name = "MODE", help_heading = "Execution")]
+    pub network: Option<Network>,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto", help_heading = "Display")]
+    pub progress: Progress,
+    /// Print only the image ID.
+    #[arg(short = 'q', long, help_heading = "Display")]
+    pub quiet: bool,
+    /// Print the build plan without building (text, or json).
+    #[arg(long = "dry-run", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "text", value_name = "FORMAT", help_heading = "Display")]
+    pub dry_run: Option<DryRun>,
+    /// The build context directory.
+    #[arg(value_name = "CONTEXT")]
+    pub context: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Print diagnostics as JSON.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DryRun,
+    /// The build context directory.
+    #[arg(value_name = "CONTEXT", default_value = ".")]
+    pub context: PathBuf,
+}
+
+/// Where the Dockerfile comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerfileSource {
+    Stdin,
+    Path(PathBuf),
+}
+
+/// Validated planning settings.
+#[derive(Debug, Clone)]
+pub struct PlanSettings {
+    pub dockerfile: DockerfileSource,
+    /// The name shown in diagnostics.
+    pub display_name: String,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Platform,
+}
+
+/// A usage error: bad flag values. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(msg: impl Into<String>) -> UsageError {
+    UsageError(msg.into())
+}
+
+impl PlanArgs {
+    /// Validates and resolves. `env` looks up `--build-arg KEY` values.
+    pub fn resolve(
+        &self,
+        context: &std::path::Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PlanSettings, UsageError> {
+        let (dockerfile, display_name) = match self.file.as_deref() {
+            Some("-") => (DockerfileSource::Stdin, "Dockerfile".to_string()),
+            Some(f) => (DockerfileSource::Path(PathBuf::from(f)), f.to_string()),
+            None => {
+                let p = context.join("Dockerfile");
+                let shown = if context == std::path::Path::new(".") {
+                    "Dockerfile".to_string()
+                } else {
+                    p.display().to_string()
+                };
+                (DockerfileSource::Path(p), shown)
+            }
+        };
+        let mut build_args = BTreeMap::new();
+        for a in &self.build_args {
+            match a.split_once('=') {
+                Some((k, v)) => {
+                    validate_arg_name(k)?;
+                    build_args.insert(k.to_string(), v.to_string());
+                }
+                None => {
+                    validate_arg_name(a)?;
+                    if let Some(v) = env(a) {
+                        build_args.insert(a.clone(), v);
+                    }
+                }
+            }
+        }
+        let platform = match self.platform.as_slice() {
+            [] => Platform::host(),
+            list => {
+                let all: Vec<&str> = list
+                    .iter()
+                    .flat_map(|p| p.split(','))
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                let mut parsed = Vec::new();
+                for p in &all {
+                    parsed.push(Platform::parse(p).map_err(usage)?);
+                }
+                match parsed.as_slice() {
+                    [one] => one.clone(),
+                    [] => return Err(usage("--platform needs a value such as linux/amd64")),
+                    _ => {
+                        return Err(usage(format!(
+                            "--platform with several platforms ({}) is not implemented yet: build one platform at a time",
+                            all.join(",")
+                        )))
+                    }
+                }
+            }
+        };
+        if let Some(t) = &self.target {
+            if t.is_empty() {
+                return Err(usage("--target needs a stage name"));
+            }
+        }
+        Ok(PlanSettings {
+            dockerfile,
+            display_name,
+            build_args,
+            target: self.target.clone(),
+            platform,
+        })
+    }
+}
+
+fn validate_arg_name(k: &str) -> Result<(), UsageError> {
+    if k.is_empty() {
+        return Err(usage("--build-arg needs a name: --build-arg KEY=VALUE"));
+    }
+    if k.chars().any(char::is_whitespace) {
+        return Err(usage(format!("--build-arg name {k:?} contains whitespace")));
+    }
+    Ok(())
+}
+
+/// Checks an image reference's shape (`[host[:port]/]path[:tag][@digest]`).
+pub fn validate_reference(r: &str) -> Result<(), UsageError> {
+    crate::image::reference::validate(r)
+        .map_err(|why| usage(format!("invalid reference {r:?}: {why}")))
+}
+
+/// Checks a `--output` value.
+pub fn validate_output(spec: &str) -> Result<(), UsageError> {
+    if !spec.contains('=') {
+        return if spec.is_empty() {
+            Err(usage("--output needs a value"))
+        } else {
+            Ok(())
+        };
+    }
+    let mut kind = None;
+    for field in spec.split(',') {
+        let Some((k, v)) = field.split_once('=') else {
+            return Err(usage(format!(
+                "--output {spec:?}: field {field:?} is not key=value"
+            )));
+        };
+        if k == "type" {
+            kind = Some(v.to_string());
+        }
+    }
+    match kind.as_deref() {
+        Some("local" | "tar" | "oci" | "docker" | "image" | "registry") => Ok(()),
+        Some(other) => Err(usage(format!(
+            "--output type {other:?} is not one of local, tar, oci, docker, image, registry"
+        ))),
+        None => Err(usage(format!("--output {spec:?} needs type=..."))),
+    }
+}
+
+/// Checks a `--secret` value.
+pub fn validate_secret(spec: &str) -> Result<(), UsageError> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').ok_or_else(|| {
+            usage(format!(
+                "--secret {spec:?}: field {field:?} is not key=value"
+            ))
+        })?;
+        match k {
+            "id" => id = Some(v),
+            "src" | "source" => src = Some(v),
+            "env" => env = Some(v),
+            "type" if v == "file" || v == "env" => {}
+            _ => {
+                return Err(usage(format!(
+                    "--secret {spec:?}: unexpected key {k:?} (use id, src or env)"
+                )))
+            }
+        }
+    }
+    if src.is_none() && env.is_none() && id.is_none() {
+        return Err(usage(format!(
+            "--secret {spec:?}: needs id=ID and src=PATH or env=VAR"
+        )));
+    }
+    if id.is_some_and(str::is_empty) {
+        return Err(usage(format!("--secret {spec:?}: id is empty")));
+    }
+    Ok(())
+}
+
+/// Checks a `--ssh` value.
+pub fn validate_ssh(spec: &str) -> Result<(), UsageError> {
+    let id = spec.split_once('=').map_or(spec, |(id, _)| id);
+    if id.is_empty() || id.contains(',') {
+        return Err(usage(format!(
+            "--ssh {spec:?}: expected default or ID=PATH[,PATH]"
+        )));
+    }
+    Ok(())
+}
+
+impl BuildArgs {
+    /// Validates every flag, then names the ones not implemented yet.
+    pub fn unimplemented(&self) -> Result<Vec<&'static str>, UsageError> {
+        for t in &self.tags {
+            validate_reference(t)?;
+        }
+        for l in &self.labels {
+            if l.split_once('=').map_or(l.as_str(), |(k, _)| k).is_empty() {
+                return Err(usage(format!("--label {l:?}: the key is empty")));
+            }
+        }
+        for o in &self.outputs {
+            validate_output(o)?;
+        }
+        for s in &self.secrets {
+            validate_secret(s)?;
+        }
+        for s in &self.ssh {
+            validate_ssh(s)?;
+        }
+        let mut missing = Vec::new();
+        let checks: [(&'static str, bool); 13] = [
+            ("-t/--tag", !self.tags.is_empty()),
+            ("--label", !self.labels.is_empty()),
+            ("-o/--output", !self.outputs.is_empty()),
+            ("--push", self.push),
+            ("--iidfile", self.iidfile.is_some()),
+            ("--metadata-file", self.metadata_file.is_some()),
+            ("--no-cache", self.no_cache),
+            ("--pull", self.pull),
+            ("--cache-dir", self.cache_dir.is_some()),
+            ("--secret", !self.secrets.is_empty()),
+            ("--ssh", !self.ssh.is_empty()),
+            ("--network", self.network.is_some()),
+            ("-q/--quiet", self.quiet),
+        ];
+        for (name, given) in checks {
+            if given {
+                missing.push(name);
+            }
+        }
+        Ok(missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references() {
+        for ok in ["app", "app:1.4", "registry.example.com/app:1.4", "localhost:5000/a/b", "127.0.0.1:5000/x@sha256:0000000000000000000000000000000000000000000000000000000000000000"] {
+            assert!(validate_reference(ok).is_ok(), "{ok}");
+        }
+        for bad in ["App", "app:", "app:-x", "/app", "a//b", "x@sha256:12"] {
+            assert!(validate_reference(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn outputs_and_secrets() {
+        assert!(validate_output("type=oci,dest=out.tar").is_ok());
+        assert!(validate_output("./out").is_ok());
+        assert!(validate_output("type=zip").is_err());
+        assert!(validate_secret("id=npm,src=/x").is_ok());
+        assert!(validate_secret("id=tok,env=TOKEN").is_ok());
+        assert!(validate_secret("id=x,foo=y").is_err());
+        assert!(validate_ssh("default").is_ok());
+        assert!(validate_ssh("=x").is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! The subcommands: each reads its inputs, runs the library, and prints.
+//! Exit codes are documented in the README and in [`exit`].
+
+pub mod build;
+pub mod check;
+
+use crate::cli::{DockerfileSource, PlanSettings};
+use crate::dockerfile::diag::Diagnostic;
+use std::io::Read;
+
+/// Process exit codes, distinct per kind of failure.
+pub mod exit {
+    /// A Dockerfile error (parse, plan, or `kiln check` findings).
+    pub const DOCKERFILE: i32 = 1;
+    /// A usage error: bad flags, a flag not implemented yet, unreadable input.
+    pub const USAGE: i32 = 2;
+}
+
+/// A failure with its exit code, already worded for the user.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads the Dockerfile named by the settings.
+pub fn read_dockerfile(settings: &PlanSettings) -> Result<String, Failure> {
+    let bytes = match &settings.dockerfile {
+        DockerfileSource::Stdin => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| Failure::usage(format!("reading the Dockerfile from stdin: {e}")))?;
+            buf
+        }
+        DockerfileSource::Path(p) => std::fs::read(p).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                "\nhint: pass the Dockerfile with -f PATH, or run kiln in the directory that holds it"
+            } else {
+                ""
+            };
+            Failure::usage(format!("reading the Dockerfile {}: {e}{hint}", p.display()))
+        })?,
+    };
+    // Docker accepts any bytes; invalid UTF-8 is replaced, not refused.
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// Renders diagnostics against the source.
+pub fn render_all(diags: &[Diagnostic], file: &str, src: &str) -> String {
+    diags.iter().map(|d| render(d, file, src)).collect()
+}
+
+/// Renders one diagnostic; position 0 means "no position".
+pub fn render(d: &Diagnostic, file: &str, src: &str) -> String {
+    if d.pos.line == 0 {
+        let what = match d.rule {
+            Some(rule) => format!("{} [{}]", d.severity, rule),
+            None => d.severity.to_string(),
+        };
+        let mut s = format!("{file}: {what}: {}\n", d.message);
+        if let Some(h) = &d.hint {
+            s.push_str(&format!("hint: {h}\n"));
+        }
+        return s;
+    }
+    d.render(file, src)
+}

@@ -1,0 +1,649 @@
+//! Typed instructions: each parser node becomes an [`Instruction`] with its
+//! flags validated and its arguments in the shape that instruction needs.
+//! Variables are not expanded here (that needs ARG/ENV scope, which the
+//! planner owns); words keep their quotes until expansion.
+
+use super::diag::{suggest, Diagnostic, Pos};
+use super::flags::{parse_duration, FlagKind, Flags};
+use super::heredoc::{self, Heredoc};
+use super::mount;
+use super::parser::{known_instructions, Args, Dockerfile, Node};
+
+/// A command line in exec (JSON) or shell form.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandLine {
+    Exec(Vec<String>),
+    Shell(String),
+}
+
+/// `FROM [--platform=P] IMAGE [AS NAME]`
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct From {
+    pub image: String,
+    /// The stage name, lower-cased.
+    pub name: Option<String>,
+    /// The stage name as written.
+    pub name_raw: Option<String>,
+    /// The `AS` keyword as written.
+    pub as_keyword: Option<String>,
+    pub platform: Option<String>,
+}
+
+/// `RUN`
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Run {
+    pub cmd: CommandLine,
+    pub heredocs: Vec<Heredoc>,
+    /// `--mount` values, not yet expanded (checked for syntax already).
+    pub mounts: Vec<String>,
+    pub network: Option<String>,
+    pub security: Option<String>,
+}
+
+/// A heredoc used as a COPY/ADD source.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InlineSource {
+    pub name: String,
+    pub data: String,
+    pub expand: bool,
+}
+
+/// `COPY` and `ADD`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct CopyAdd {
+    pub sources: Vec<String>,
+    pub inline: Vec<InlineSource>,
+    pub dest: String,
+    pub from: Option<String>,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    pub link: bool,
+    pub exclude: Vec<String>,
+    pub parents: bool,
+    pub checksum: Option<String>,
+    pub keep_git_dir: bool,
+    pub json: bool,
+}
+
+/// `HEALTHCHECK`
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Health {
+    None,
+    Cmd {
+        cmd: CommandLine,
+        /// Nanoseconds; 0 when not given.
+        interval: u64,
+        timeout: u64,
+        start_period: u64,
+        start_interval: u64,
+        retries: u32,
+    },
+}
+
+/// One `ARG` declaration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ArgDecl {
+    pub name: String,
+    /// The default, unexpanded.
+    pub default: Option<String>,
+}
+
+/// What an instruction does, with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Kind {
+    From(From),
+    Run(Run),
+    Cmd(CommandLine),
+    Entrypoint(CommandLine),
+    Shell(Vec<String>),
+    Env {
+        pairs: Vec<(String, String)>,
+        legacy: bool,
+    },
+    Label {
+        pairs: Vec<(String, String)>,
+        legacy: bool,
+    },
+    Arg(Vec<ArgDecl>),
+    Copy(CopyAdd),
+    Add(CopyAdd),
+    Expose(Vec<String>),
+    Volume(Vec<String>),
+    User(String),
+    Workdir(String),
+    StopSignal(String),
+    Maintainer(String),
+    Healthcheck(Health),
+    Onbuild {
+        expression: String,
+        trigger: Box<Instruction>,
+    },
+}
+
+/// One instruction with its position.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Instruction {
+    pub pos: Pos,
+    pub end_line: usize,
+    /// The keyword as written.
+    pub keyword_raw: String,
+    /// The whole instruction text (continuations joined, no heredoc bodies).
+    pub original: String,
+    pub kind: Kind,
+}
+
+impl Instruction {
+    /// The upper-case keyword.
+    pub fn keyword(&self) -> &'static str {
+        match &self.kind {
+            Kind::From(_) => "FROM",
+            Kind::Run(_) => "RUN",
+            Kind::Cmd(_) => "CMD",
+            Kind::Entrypoint(_) => "ENTRYPOINT",
+            Kind::Shell(_) => "SHELL",
+            Kind::Env { .. } => "ENV",
+            Kind::Label { .. } => "LABEL",
+            Kind::Arg(_) => "ARG",
+            Kind::Copy(_) => "COPY",
+            Kind::Add(_) => "ADD",
+            Kind::Expose(_) => "EXPOSE",
+            Kind::Volume(_) => "VOLUME",
+            Kind::User(_) => "USER",
+            Kind::Workdir(_) => "WORKDIR",
+            Kind::StopSignal(_) => "STOPSIGNAL",
+            Kind::Maintainer(_) => "MAINTAINER",
+            Kind::Healthcheck(_) => "HEALTHCHECK",
+            Kind::Onbuild { .. } => "ONBUILD",
+        }
+    }
+}
+
+/// Converts every node of a parsed Dockerfile. The first error stops.
+pub fn from_dockerfile(df: &Dockerfile) -> Result<Vec<Instruction>, Diagnostic> {
+    df.nodes.iter().map(from_node).collect()
+}
+
+fn err(node: &Node, msg: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(node.pos, msg)
+}
+
+fn list(args: &Args) -> Vec<String> {
+    match args {
+        Args::Empty => Vec::new(),
+        Args::List(v) => v.clone(),
+        Args::Text(t) => vec![t.clone()],
+        Args::Pairs { pairs, .. } => pairs
+            .iter()
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect(),
+        Args::Health { kind, .. } => vec![kind.clone()],
+        Args::Sub(n) => vec![n.original.clone()],
+    }
+}
+
+fn command_line(node: &Node, args: &Args) -> CommandLine {
+    match args {
+        Args::List(v) if node.json => CommandLine::Exec(v.clone()),
+        Args::Empty if node.json => CommandLine::Exec(Vec::new()),
+        Args::Empty => CommandLine::Shell(String::new()),
+        other => CommandLine::Shell(list(other).join(" ")),
+    }
+}
+
+fn one_arg(node: &Node) -> Result<String, Diagnostic> {
+    match &node.args {
+        Args::Text(t) => Ok(t.clone()),
+        Args::Empty => Err(err(
+            node,
+            format!("{} requires exactly one argument", node.keyword),
+        )),
+        other => {
+            let v = list(other);
+            if v.len() == 1 {
+                Ok(v[0].clone())
+            } else {
+                Err(err(
+                    node,
+                    format!("{} requires exactly one argument", node.keyword),
+                ))
+            }
+        }
+    }
+}
+
+fn flags(node: &Node, spec: &[(&str, FlagKind)]) -> Result<Flags, Diagnostic> {
+    Flags::parse(&node.keyword, &node.flags, spec).map_err(|m| err(node, m))
+}
+
+/// Converts one node.
+pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
+    use FlagKind::*;
+    let kw = node.keyword.as_str();
+    let needs_args = |node: &Node| -> Result<(), Diagnostic> {
+        if node.args == Args::Empty {
+            Err(err(node, format!("{kw} requires at least one argument")))
+        } else {
+            Ok(())
+        }
+    };
+    let kind = match kw {
+        "FROM" => {
+            let f = flags(node, &[("platform", String)])?;
+            let words = list(&node.args);
+            let (image, name_raw, as_keyword) = match words.as_slice() {
+                [image] => (image.clone(), None, None),
+                [image, kw_as, name] if kw_as.eq_ignore_ascii_case("as") => {
+                    (image.clone(), Some(name.clone()), Some(kw_as.clone()))
+                }
+                _ => {
+                    return Err(err(node, "FROM requires either one or three arguments"));
+                }
+            };
+            let name = match &name_raw {
+                Some(raw) => {
+                    let lower = raw.to_lowercase();
+                    if !valid_stage_name(&lower) {
+                        return Err(err(
+                            node,
+                            format!("invalid name for build stage: {raw:?}, name can't start with a number or contain symbols"),
+                        ));
+                    }
+                    Some(lower)
+                }
+                None => None,
+            };
+            Kind::From(From {
+                image,
+                name,
+                name_raw,
+                as_keyword,
+                platform: f.string("platform"),
+            })
+        }
+        "RUN" => {
+            let f = flags(
+                node,
+                &[("mount", List), ("network", String), ("security", String)],
+            )?;
+            needs_args(node)?;
+            let mounts = f.list("mount");
+            for m in &mounts {
+                mount::parse(m, &|w: &str| Ok(w.to_string())).map_err(|e| err(node, e))?;
+            }
+            let network = f.string("network");
+            if let Some(n) = &network {
+                if !matches!(n.as_str(), "default" | "none" | "host") {
+                    return Err(err(
+                        node,
+                        format!("network mode {n:?} not supported (use default, none or host)"),
+                    ));
+                }
+            }
+            let security = f.string("security");
+            if let Some(s) = &security {
+                if !matches!(s.as_str(), "sandbox" | "insecure") {
+                    return Err(err(
+                        node,
+                        format!("security mode {s:?} not supported (use sandbox or insecure)"),
+                    ));
+                }
+            }
+            Kind::Run(Run {
+                cmd: command_line(node, &node.args),
+                heredocs: node.heredocs.clone(),
+                mounts,
+                network,
+                security,
+            })
+        }
+        "CMD" | "ENTRYPOINT" => {
+            flags(node, &[])?;
+            let cmd = command_line(node, &node.args);
+            if kw == "CMD" {
+                Kind::Cmd(cmd)
+            } else {
+                Kind::Entrypoint(cmd)
+            }
+        }
+        "SHELL" => {
+            flags(node, &[])?;
+            needs_args(node)?;
+            match (&node.args, node.json) {
+                (Args::List(v), true) if !v.is_empty() => Kind::Shell(v.clone()),
+                (_, true) => return Err(err(node, "SHELL requires at least one argument")),
+                _ => return Err(err(node, "SHELL requires the arguments to be in JSON form")),
+            }
+        }
+        "ENV" | "LABEL" => {
+            flags(node, &[])?;
+            let (pairs, legacy) = match &node.args {
+                Args::Pairs { pairs, legacy } => (pairs.clone(), *legacy),
+                _ => return Err(err(node, format!("{kw} requires at least one argument"))),
+            };
+            if pairs.iter().any(|(k, _)| k.is_empty()) {
+                return Err(err(node, format!("{kw} names can not be blank")));
+            }
+            if kw == "ENV" {
+                Kind::Env { pairs, legacy }
+            } else {
+                Kind::Label { pairs, legacy }
+            }
+        }
+        "ARG" => {
+            flags(node, &[])?;
+            needs_args(node)?;
+            let mut decls = Vec::new();
+            for word in list(&node.args) {
+                let decl = match word.split_once('=') {
+                    Some((k, v)) => ArgDecl {
+                        name: k.to_string(),
+                        default: Some(v.to_string()),
+                    },
+                    None => ArgDecl {
+                        name: word.clone(),
+                        default: None,
+                    },
+                };
+                if decl.name.is_empty() {
+                    return Err(err(node, "ARG names can not be blank"));
+                }
+                decls.push(decl);
+            }
+            Kind::Arg(decls)
+        }
+        "COPY" | "ADD" => {
+            let is_copy = kw == "COPY";
+            let spec: &[(&str, FlagKind)] = if is_copy {
+                &[
+                    ("from", String),
+                    ("chown", String),
+                    ("chmod", String),
+                    ("link", Bool),
+                    ("exclude", List),
+                    ("parents", Bool),
+                ]
+            } else {
+                &[
+                    ("chown", String),
+                    ("chmod", String),
+                    ("link", Bool),
+                    ("exclude", List),
+                    ("checksum", String),
+                    ("keep-git-dir", Bool),
+                ]
+            };
+            let f = flags(node, spec)?;
+            let args = list(&node.args);
+            if args.len() < 2 {
+                return Err(err(
+                    node,
+                    if args.is_empty() {
+                        format!("{kw} requires at least two arguments")
+                    } else {
+                        format!("{kw} requires at least two arguments, but only one was provided. Destination could not be determined")
+                    },
+                ));
+            }
+            let (srcs, dest) = args.split_at(args.len() - 1);
+            let dest = dest[0].clone();
+            if !node.json && heredoc::parse_word(&dest).is_some() {
+                return Err(err(
+                    node,
+                    format!("{kw} cannot accept a heredoc as a destination"),
+                ));
+            }
+            let mut c = CopyAdd {
+                dest,
+                from: f.string("from"),
+                chown: f.string("chown"),
+                chmod: f.string("chmod"),
+                link: f.bool("link"),
+                exclude: f.list("exclude"),
+                parents: f.bool("parents"),
+                checksum: f.string("checksum"),
+                keep_git_dir: f.bool("keep-git-dir"),
+                json: node.json,
+                ..CopyAdd::default()
+            };
+            if let Some(sum) = &c.checksum {
+                validate_checksum(sum).map_err(|m| err(node, m))?;
+            }
+            if let Some(from) = &c.from {
+                if from.is_empty() {
+                    return Err(err(node, "--from requires a stage name, index or image"));
+                }
+            }
+            for src in srcs {
+                match (!node.json).then(|| heredoc::parse_word(src)).flatten() {
+                    Some(doc) => {
+                        let found = node.heredocs.iter().find(|h| h.name == doc.name);
+                        let data = found.map(Heredoc::body).unwrap_or_default();
+                        c.inline.push(InlineSource {
+                            name: doc.name,
+                            data,
+                            expand: doc.expand,
+                        });
+                    }
+                    None => c.sources.push(src.clone()),
+                }
+            }
+            if is_copy {
+                Kind::Copy(c)
+            } else {
+                Kind::Add(c)
+            }
+        }
+        "EXPOSE" => {
+            flags(node, &[])?;
+            needs_args(node)?;
+            Kind::Expose(list(&node.args))
+        }
+        "VOLUME" => {
+            flags(node, &[])?;
+            needs_args(node)?;
+            let v = list(&node.args);
+            if v.iter().any(|s| s.trim().is_empty()) {
+                return Err(err(node, "VOLUME specified can not be an empty string"));
+            }
+            Kind::Volume(v)
+        }
+        "USER" => {
+            flags(node, &[])?;
+            Kind::User(one_arg(node)?)
+        }
+        "WORKDIR" => {
+            flags(node, &[])?;
+            Kind::Workdir(one_arg(node)?)
+        }
+        "STOPSIGNAL" => {
+            flags(node, &[])?;
+            Kind::StopSignal(one_arg(node)?)
+        }
+        "MAINTAINER" => {
+            flags(node, &[])?;
+            Kind::Maintainer(one_arg(node)?)
+        }
+        "HEALTHCHECK" => {
+            let f = flags(
+                node,
+                &[
+                    ("interval", String),
+                    ("timeout", String),
+                    ("start-period", String),
+                    ("start-interval", String),
+                    ("retries", String),
+                ],
+            )?;
+            let Args::Health { kind, cmd } = &node.args else {
+                return Err(err(node, "HEALTHCHECK requires at least one argument"));
+            };
+            match kind.to_ascii_uppercase().as_str() {
+                "NONE" => {
+                    if **cmd != Args::Empty {
+                        return Err(err(node, "HEALTHCHECK NONE takes no arguments"));
+                    }
+                    Kind::Healthcheck(Health::None)
+                }
+                "CMD" => {
+                    let cmd = command_line(node, cmd);
+                    let empty = match &cmd {
+                        CommandLine::Exec(v) => v.is_empty(),
+                        CommandLine::Shell(s) => s.is_empty(),
+                    };
+                    if empty {
+                        return Err(err(node, "Missing command after HEALTHCHECK CMD"));
+                    }
+                    let dur = |name: &str| -> Result<u64, Diagnostic> {
+                        let Some(v) = f.string(name) else {
+                            return Ok(0);
+                        };
+                        let ns =
+                            parse_duration(&v).map_err(|m| err(node, format!("--{name}: {m}")))?;
+                        if ns != 0 && ns < 1_000_000 {
+                            return Err(err(
+                                node,
+                                format!("Interval \"{name}\" cannot be less than 1ms"),
+                            ));
+                        }
+                        Ok(ns)
+                    };
+                    let retries = match f.string("retries") {
+                        None => 0,
+                        Some(v) => match v.parse::<i64>() {
+                            Ok(n) if n < 0 => {
+                                return Err(err(
+                                    node,
+                                    format!("--retries cannot be negative ({n})"),
+                                ))
+                            }
+                            Ok(n) => u32::try_from(n).map_err(|_| {
+                                err(node, format!("--retries value {n} is out of range"))
+                            })?,
+                            Err(_) => {
+                                return Err(err(node, format!("--retries: invalid number {v:?}")))
+                            }
+                        },
+                    };
+                    Kind::Healthcheck(Health::Cmd {
+                        cmd,
+                        interval: dur("interval")?,
+                        timeout: dur("timeout")?,
+                        start_period: dur("start-period")?,
+                        start_interval: dur("start-interval")?,
+                        retries,
+                    })
+                }
+                _ => {
+                    return Err(err(
+                        node,
+                        format!("Unknown type {kind:?} in HEALTHCHECK (try CMD)"),
+                    ))
+                }
+            }
+        }
+        "ONBUILD" => {
+            flags(node, &[])?;
+            let Args::Sub(sub) = &node.args else {
+                return Err(err(node, "ONBUILD requires at least one argument"));
+            };
+            match sub.keyword.as_str() {
+                "ONBUILD" => {
+                    return Err(err(
+                        node,
+                        "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+                    ))
+                }
+                "FROM" | "MAINTAINER" => {
+                    return Err(err(
+                        node,
+                        format!("{} isn't allowed as an ONBUILD trigger", sub.keyword),
+                    ))
+                }
+                _ => {}
+            }
+            // Heredoc bodies were read for the ONBUILD line; they belong to
+            // the trigger, and its stored expression carries them.
+            let mut sub = (**sub).clone();
+            sub.heredocs = node.heredocs.clone();
+            let trigger = from_node(&sub)?;
+            let mut expression = strip_keyword(&node.original).to_string();
+            for h in &node.heredocs {
+                expression.push('\n');
+                expression.push_str(&h.content);
+                expression.push_str(&h.name);
+            }
+            Kind::Onbuild {
+                expression,
+                trigger: Box::new(trigger),
+            }
+        }
+        _ => {
+            let mut msg = format!("unknown instruction: {}", node.keyword_raw);
+            let mut d = err(node, "");
+            if let Some(s) = suggest(&node.keyword, known_instructions()) {
+                // Suggest in the case the user writes in.
+                let all_lower = node.keyword_raw.chars().all(|c| !c.is_uppercase());
+                let s = if all_lower {
+                    s.to_lowercase()
+                } else {
+                    s.to_string()
+                };
+                msg.push_str(&format!(" (did you mean {s}?)"));
+            }
+            d.message = msg;
+            return Err(d);
+        }
+    };
+    Ok(Instruction {
+        pos: node.pos,
+        end_line: node.end_line,
+        keyword_raw: node.keyword_raw.clone(),
+        original: node.original.clone(),
+        kind,
+    })
+}
+
+/// `ONBUILD RUN x` → `RUN x`.
+fn strip_keyword(original: &str) -> &str {
+    let t = original.trim_start();
+    match t.find(char::is_whitespace) {
+        Some(at) => t[at..].trim_start(),
+        None => "",
+    }
+}
+
+/// Stage names: a lower-case letter, then letters, digits, `-`, `_`, `.`.
+pub fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+}
+
+fn validate_checksum(sum: &str) -> Result<(), String> {
+    let Some((alg, hex)) = sum.split_once(':') else {
+        return Err(format!(
+            "invalid checksum digest format {sum:?} (expected sha256:<hex>)"
+        ));
+    };
+    let want = match alg {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return Err(format!("unsupported checksum digest algorithm {alg:?}")),
+    };
+    // Variables may still be unexpanded here; only check literal values.
+    if hex.contains('$') {
+        return Ok(());
+    }
+    if hex.len() != want
+        || !hex
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    {
+        return Err(format!(
+            "invalid checksum digest {sum:?}: expected {want} lower-case hex digits"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! The `kiln` binary: parse the command line and dispatch.
+
+use clap::Parser;
+use kiln::cli::{Cli, Command};
+use kiln::cmd;
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Build(args) => cmd::build::run(args),
+        Command::Check(args) => cmd::check::run(args),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            f.code
+        }
+    };
+    std::process::exit(code);
+}

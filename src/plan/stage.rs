@@ -1,0 +1,583 @@
+//! Planning one stage: walks its instructions with the stage's ARG/ENV
+//! scope, expands words where Docker expands them, and emits resolved
+//! steps. Also raises the build checks that need scope (UndefinedVar,
+//! WorkdirRelativePath, JSONArgsRecommended, ...), as BuildKit does at
+//! dispatch time.
+
+use super::scope::StageScope;
+use super::values::{check_chmod, check_signal, clean_path, is_remote, parse_port, resolve_path};
+use super::{error_at, health_op, CopyOp, Op, PlannedMount, RunFile, Source, Step};
+use crate::dockerfile::diag::{suggest, Diagnostic, Pos};
+use crate::dockerfile::heredoc;
+use crate::dockerfile::instructions::{self, CommandLine, CopyAdd, Instruction, Kind};
+use crate::dockerfile::mount::{self, MountType};
+use crate::dockerfile::shell::{Env, Lexer};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How `--from` values and stage names resolve, for one stage.
+pub struct Refs<'a> {
+    pub names: &'a [Option<String>],
+    /// Index of the stage being planned: references must point before it.
+    pub current: usize,
+}
+
+impl Refs<'_> {
+    /// Where a `--from` (or mount `from=`) value points. Stage references
+    /// must name an earlier stage, as in BuildKit.
+    pub fn resolve(&self, value: &str, what: &str, pos: Pos) -> Result<Source, Diagnostic> {
+        let names = self.names;
+        let here = names
+            .get(self.current)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| format!("stage-{}", self.current));
+        let earlier = |i: usize| -> Result<Source, Diagnostic> {
+            if i < self.current {
+                Ok(Source::Stage { index: i })
+            } else if i == self.current {
+                Err(error_at(
+                    pos,
+                    format!("circular dependency detected on stage: {here} ({what} {value:?} refers to the stage itself)"),
+                ))
+            } else {
+                Err(error_at(
+                    pos,
+                    format!("cannot {what} stage {value:?}: it needs to be defined before the current stage {here:?}"),
+                ))
+            }
+        };
+        if let Ok(index) = value.parse::<i64>() {
+            return match usize::try_from(index).ok().filter(|i| *i < names.len()) {
+                Some(i) => earlier(i),
+                None => Err(error_at(
+                    pos,
+                    format!(
+                        "invalid stage index {index}: the Dockerfile has {} stage(s), numbered from 0",
+                        names.len()
+                    ),
+                )),
+            };
+        }
+        let lower = value.to_lowercase();
+        if let Some(i) = names
+            .iter()
+            .position(|n| n.as_deref() == Some(lower.as_str()))
+        {
+            return earlier(i);
+        }
+        if value.contains('$') {
+            return Err(error_at(
+                pos,
+                format!("variable expansion is not supported for --from ({value:?}): define a stage with `FROM {value} AS name` (global ARGs work there) and use --from=name"),
+            ));
+        }
+        // A bare word close to a stage name is almost surely a typo, not an
+        // image on Docker Hub: say so instead of trying to pull it.
+        if !value.contains([':', '/', '@']) {
+            let stage_names: Vec<&str> = names.iter().flatten().map(String::as_str).collect();
+            if let Some(s) = suggest(value, &stage_names) {
+                return Err(error_at(
+                    pos,
+                    format!("stage {value:?} not found (did you mean {s:?}?); to use an image of that name, write it with a tag, e.g. {value}:latest"),
+                ));
+            }
+        }
+        Ok(Source::Image {
+            reference: value.to_string(),
+        })
+    }
+}
+
+/// Planning state for one stage.
+pub struct StageCtx<'a> {
+    pub lexer: Lexer,
+    pub refs: Refs<'a>,
+    /// `--build-arg` values.
+    pub build_args: &'a BTreeMap<String, String>,
+    /// Global ARG values, automatic platform ARGs included.
+    pub global_env: &'a Vec<(String, String)>,
+    pub sc: StageScope,
+    pub steps: Vec<Step>,
+    pub image_deps: BTreeSet<String>,
+    pub consumed: &'a mut BTreeSet<String>,
+    pub warnings: &'a mut Vec<Diagnostic>,
+    /// Last CMD / ENTRYPOINT / HEALTHCHECK position, for
+    /// MultipleInstructionsDisallowed.
+    pub seen_once: BTreeMap<&'static str, Pos>,
+}
+
+fn secret_like(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    let tokens: Vec<&str> = lower.split('_').collect();
+    let sensitive = [
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pword",
+        "passwd",
+        "secret",
+        "token",
+    ];
+    tokens.iter().any(|t| sensitive.contains(t)) && !tokens.contains(&"public")
+}
+
+impl StageCtx<'_> {
+    /// Expands one word against the stage env, reporting undefined variables.
+    fn x(&mut self, word: &str, pos: Pos) -> Result<String, Diagnostic> {
+        let exp = self
+            .lexer
+            .process_word(word, &self.sc.run_env)
+            .map_err(|e| error_at(pos, e.message))?;
+        self.report_undefined(&exp.unmatched, pos);
+        Ok(exp.value)
+    }
+
+    fn report_undefined(&mut self, unmatched: &BTreeSet<String>, pos: Pos) {
+        // Without the base image's config, its ENV is unknown: stay quiet.
+        if !self.sc.env_known {
+            return;
+        }
+        for var in unmatched {
+            if self.sc.declared.iter().any(|d| d == var) {
+                continue;
+            }
+            let mut msg = format!("Usage of undefined variable '${var}'");
+            let known: Vec<&str> = self.sc.run_env.iter().map(|(k, _)| k.as_str()).collect();
+            if let Some(s) = suggest(var, &known) {
+                msg.push_str(&format!(" (did you mean ${s}?)"));
+            }
+            self.warnings
+                .push(Diagnostic::warning(pos, "UndefinedVar", msg));
+        }
+    }
+
+    fn opt_x(&mut self, word: &Option<String>, pos: Pos) -> Result<Option<String>, Diagnostic> {
+        match word {
+            Some(w) => self.x(w, pos).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn with_shell(&self, cmd: &CommandLine) -> (Vec<String>, bool) {
+        match cmd {
+            CommandLine::Exec(v) => (v.clone(), false),
+            CommandLine::Shell(s) => {
+                let mut argv = self.sc.shell.clone();
+                argv.push(s.clone());
+                (argv, true)
+            }
+        }
+    }
+
+    fn source(&mut self, value: &str, what: &str, pos: Pos) -> Result<Source, Diagnostic> {
+        let s = self.refs.resolve(value, what, pos)?;
+        if let Source::Image { reference } = &s {
+            self.image_deps.insert(reference.clone());
+        }
+        Ok(s)
+    }
+
+    fn once(&mut self, kw: &'static str, ins: &Instruction) {
+        if let Some(prev) = self.seen_once.insert(kw, ins.pos) {
+            self.warnings.push(Diagnostic::warning(
+                prev,
+                "MultipleInstructionsDisallowed",
+                format!("Multiple {kw} instructions should not be used in the same stage because only the last one will be used"),
+            ));
+        }
+    }
+
+    fn secrets_check(&mut self, kw: &str, key: &str, pos: Pos) {
+        if secret_like(key) {
+            self.warnings.push(Diagnostic::warning(
+                pos,
+                "SecretsUsedInArgOrEnv",
+                format!("Do not use ARG or ENV instructions for sensitive data ({kw} {key:?})"),
+            ));
+        }
+    }
+
+    fn push(&mut self, ins: &Instruction, op: Op, onbuild: bool) {
+        self.steps.push(Step {
+            line: ins.pos.line,
+            end_line: ins.end_line,
+            text: ins.original.clone(),
+            op,
+            onbuild,
+        });
+    }
+
+    /// Plans one instruction.
+    pub fn lower(&mut self, ins: &Instruction, onbuild: bool) -> Result<(), Diagnostic> {
+        let pos = ins.pos;
+        let op = match &ins.kind {
+            Kind::From(_) => return Err(error_at(pos, "FROM is not allowed here")),
+            Kind::Run(r) => self.lower_run(r, pos)?,
+            Kind::Copy(c) => Op::Copy(self.lower_copy(c, false, pos)?),
+            Kind::Add(c) => Op::Copy(self.lower_copy(c, true, pos)?),
+            Kind::Env { pairs, legacy } | Kind::Label { pairs, legacy } => {
+                let kw = ins.keyword();
+                if *legacy {
+                    self.warnings.push(Diagnostic::warning(
+                        pos,
+                        "LegacyKeyValueFormat",
+                        format!("\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"),
+                    ));
+                }
+                // Every pair sees the env from before the instruction.
+                let mut out = Vec::new();
+                for (k, v) in pairs {
+                    let k = self.x(k, pos)?;
+                    if k.is_empty() {
+                        return Err(error_at(pos, format!("{kw} names can not be blank")));
+                    }
+                    out.push((k, self.x(v, pos)?));
+                }
+                if kw == "ENV" {
+                    for (k, v) in &out {
+                        self.secrets_check("ENV", k, pos);
+                        self.sc.set_env(k, v);
+                    }
+                    Op::Env { pairs: out }
+                } else {
+                    Op::Label { pairs: out }
+                }
+            }
+            Kind::Arg(decls) => {
+                for d in decls {
+                    let name = d.name.clone();
+                    self.consumed.insert(name.clone());
+                    self.secrets_check("ARG", &name, pos);
+                    let value = if let Some(v) = self.build_args.get(&name) {
+                        Some(v.clone())
+                    } else if let Some(def) = &d.default {
+                        Some(self.x(def, pos)?)
+                    } else {
+                        Env::get(self.global_env, &name)
+                    };
+                    self.sc.set_arg(&name, value.as_deref());
+                    self.push(ins, Op::Arg { name, value }, onbuild);
+                }
+                return Ok(());
+            }
+            Kind::Expose(ports) => {
+                let mut out = Vec::new();
+                for p in ports {
+                    let words = self
+                        .lexer
+                        .process_words(p, &self.sc.run_env)
+                        .map_err(|e| error_at(pos, e.message))?;
+                    for w in words {
+                        out.extend(parse_port(&w).map_err(|m| error_at(pos, m))?);
+                    }
+                }
+                Op::Expose { ports: out }
+            }
+            Kind::Volume(v) => {
+                let mut paths = Vec::new();
+                for p in v {
+                    let p = self.x(p, pos)?;
+                    if p.trim().is_empty() {
+                        return Err(error_at(pos, "VOLUME specified can not be an empty string"));
+                    }
+                    paths.push(p);
+                }
+                Op::Volume { paths }
+            }
+            Kind::User(u) => {
+                let user = self.x(u, pos)?;
+                self.sc.user = user.clone();
+                Op::User { user }
+            }
+            Kind::Workdir(w) => {
+                let w = self.x(w, pos)?;
+                if w.is_empty() {
+                    return Err(error_at(pos, "WORKDIR requires exactly one argument"));
+                }
+                if !self.sc.workdir_set && !w.starts_with('/') {
+                    self.warnings.push(Diagnostic::warning(
+                        pos,
+                        "WorkdirRelativePath",
+                        format!("Relative workdir {w:?} can have unexpected results if the base image changes"),
+                    ));
+                }
+                let path = resolve_path(&self.sc.workdir, &w, false);
+                self.sc.workdir = path.clone();
+                self.sc.workdir_set = true;
+                Op::Workdir { path }
+            }
+            Kind::Cmd(c) | Kind::Entrypoint(c) => {
+                let kw = ins.keyword();
+                self.once(kw, ins);
+                if matches!(c, CommandLine::Shell(_)) && !self.sc.shell_set {
+                    self.warnings.push(Diagnostic::warning(
+                        pos,
+                        "JSONArgsRecommended",
+                        format!("JSON arguments recommended for {} to prevent unintended behavior related to OS signals", ins.keyword_raw),
+                    ));
+                }
+                let (argv, shell_form) = self.with_shell(c);
+                if kw == "CMD" {
+                    Op::Cmd { argv, shell_form }
+                } else {
+                    Op::Entrypoint { argv, shell_form }
+                }
+            }
+            Kind::Shell(argv) => {
+                self.sc.shell = argv.clone();
+                self.sc.shell_set = true;
+                Op::Shell { argv: argv.clone() }
+            }
+            Kind::StopSignal(s) => {
+                let signal = self.x(s, pos)?;
+                check_signal(&signal).map_err(|m| error_at(pos, m))?;
+                Op::StopSignal { signal }
+            }
+            Kind::Healthcheck(h) => {
+                self.once("HEALTHCHECK", ins);
+                Op::Healthcheck(health_op(h))
+            }
+            Kind::Onbuild { expression, .. } => {
+                self.sc.onbuild.push(expression.clone());
+                Op::Onbuild {
+                    expression: expression.clone(),
+                }
+            }
+            Kind::Maintainer(m) => Op::Maintainer { name: m.clone() },
+        };
+        self.push(ins, op, onbuild);
+        Ok(())
+    }
+
+    fn lower_run(&mut self, r: &instructions::Run, pos: Pos) -> Result<Op, Diagnostic> {
+        let mut files = Vec::new();
+        let (argv, shell_form) = match (&r.cmd, r.heredocs.first()) {
+            (CommandLine::Shell(cmd), Some(first)) => {
+                let single = heredoc::parse_word(cmd).filter(|h| h.name == first.name);
+                let mut argv = self.sc.shell.clone();
+                if single.is_some() {
+                    // `RUN <<EOF`: the body is the command, or, with a
+                    // shebang, a file under /dev/pipes/ that is executed.
+                    let body = first.body();
+                    if body.starts_with("#!") {
+                        let path = format!("/dev/pipes/{}", first.name);
+                        files.push(RunFile {
+                            path: path.clone(),
+                            data: body,
+                        });
+                        argv.push(path);
+                    } else {
+                        argv.push(body);
+                    }
+                } else {
+                    // Anything else goes to the shell with the bodies
+                    // reattached, as a shell heredoc.
+                    let mut full = cmd.clone();
+                    for h in &r.heredocs {
+                        full.push('\n');
+                        full.push_str(&h.content);
+                        full.push_str(&h.name);
+                    }
+                    argv.push(full);
+                }
+                (argv, true)
+            }
+            (cmd, _) => self.with_shell(cmd),
+        };
+        let mut mounts = Vec::new();
+        let mut ssh_n = 0;
+        for m in &r.mounts {
+            let run_env = self.sc.run_env.clone();
+            let lexer = self.lexer;
+            let unmatched = std::cell::RefCell::new(BTreeSet::new());
+            let exp = |w: &str| {
+                lexer
+                    .process_word(w, &run_env)
+                    .map(|e| {
+                        unmatched.borrow_mut().extend(e.unmatched);
+                        e.value
+                    })
+                    .map_err(|e| e.message)
+            };
+            let mut parsed = mount::parse(m, &exp).map_err(|e| error_at(pos, e))?;
+            self.report_undefined(&unmatched.into_inner(), pos);
+            let from_source = match &parsed.from {
+                Some(f) => Some(self.source(f, "mount from", pos)?),
+                None => None,
+            };
+            match parsed.kind {
+                MountType::Secret => {
+                    let id = parsed
+                        .source
+                        .clone()
+                        .or_else(|| parsed.id.clone())
+                        .or_else(|| {
+                            parsed
+                                .target
+                                .as_deref()
+                                .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+                        })
+                        .or_else(|| parsed.env.clone());
+                    let Some(id) = id.filter(|i| !i.is_empty()) else {
+                        return Err(error_at(
+                            pos,
+                            "invalid secret mount: one of id, source, target or env is required",
+                        ));
+                    };
+                    if parsed.target.is_none() && parsed.env.is_none() {
+                        parsed.target = Some(format!("/run/secrets/{id}"));
+                    }
+                    parsed.id = Some(id);
+                }
+                MountType::Ssh => {
+                    if parsed.source.is_some() {
+                        return Err(error_at(pos, "ssh does not support source"));
+                    }
+                    if parsed.id.is_none() {
+                        parsed.id = Some("default".into());
+                    }
+                    if parsed.target.is_none() {
+                        parsed.target = Some(format!("/run/buildkit/ssh_agent.{ssh_n}"));
+                        ssh_n += 1;
+                    }
+                }
+                MountType::Cache if parsed.id.is_none() => {
+                    // BuildKit keys an id-less cache by its target as written.
+                    parsed.id = Some(clean_path(parsed.target.as_deref().unwrap_or_default()));
+                }
+                _ => {}
+            }
+            if parsed.target.is_some() || parsed.kind != MountType::Secret {
+                let t = parsed.target.clone().unwrap_or_default();
+                let abs = resolve_path(&self.sc.workdir, &t, false);
+                if abs == "/" {
+                    return Err(error_at(pos, format!("invalid mount target {t:?}: a mount cannot cover / (set target=/some/path)")));
+                }
+                parsed.target = Some(abs);
+            }
+            mounts.push(PlannedMount {
+                mount: parsed,
+                from_source,
+            });
+        }
+        Ok(Op::Run {
+            argv,
+            shell_form,
+            files,
+            mounts,
+            network: r.network.clone().unwrap_or_else(|| "default".into()),
+            security: r.security.clone().unwrap_or_else(|| "sandbox".into()),
+            env: self.sc.run_env.clone(),
+            args: self.sc.args.clone(),
+            workdir: if self.sc.workdir.is_empty() {
+                "/".into()
+            } else {
+                self.sc.workdir.clone()
+            },
+            user: self.sc.user.clone(),
+        })
+    }
+
+    fn lower_copy(&mut self, c: &CopyAdd, add: bool, pos: Pos) -> Result<CopyOp, Diagnostic> {
+        let kw = if add { "ADD" } else { "COPY" };
+        let mut sources = Vec::new();
+        for s in &c.sources {
+            let v = self.x(s, pos)?;
+            if v.is_empty() {
+                return Err(error_at(
+                    pos,
+                    format!("{kw} source {s:?} expands to an empty string"),
+                ));
+            }
+            if !add && c.from.is_none() && (v.starts_with("http://") || v.starts_with("https://")) {
+                return Err(error_at(
+                    pos,
+                    format!("source can't be a URL for COPY ({v}): use ADD to download it"),
+                ));
+            }
+            if !add && c.from.is_none() && v.starts_with("git@") {
+                return Err(error_at(
+                    pos,
+                    format!("source can't be a git ref for COPY ({v}): use ADD"),
+                ));
+            }
+            sources.push(v);
+        }
+        let heredoc_lexer = Lexer {
+            skip_process_quotes: true,
+            ..self.lexer
+        };
+        let mut inline = Vec::new();
+        for src in &c.inline {
+            let mut s = src.clone();
+            if s.expand {
+                let exp = heredoc_lexer
+                    .process_word(&s.data, &self.sc.run_env)
+                    .map_err(|e| error_at(pos, e.message))?;
+                s.data = exp.value;
+            }
+            inline.push(s);
+        }
+        let dest_raw = self.x(&c.dest, pos)?;
+        let dest = resolve_path(&self.sc.workdir, &dest_raw, true);
+        let source = match &c.from {
+            Some(f) => self.source(f, "copy from", pos)?,
+            None => Source::Context,
+        };
+        let chmod = self.opt_x(&c.chmod, pos)?;
+        if let Some(m) = &chmod {
+            check_chmod(m).map_err(|e| error_at(pos, e))?;
+        }
+        let checksum = self.opt_x(&c.checksum, pos)?;
+        if checksum.is_some() {
+            if sources.len() > 1 {
+                return Err(error_at(
+                    pos,
+                    "checksum can't be specified for multiple sources",
+                ));
+            }
+            if let Some(s) = sources.iter().find(|s| !is_remote(s)) {
+                return Err(error_at(
+                    pos,
+                    format!("checksum can't be specified for non-HTTP(S) or git sources ({s:?})"),
+                ));
+            }
+        }
+        let mut exclude = Vec::new();
+        for e in &c.exclude {
+            exclude.push(self.x(e, pos)?);
+        }
+        Ok(CopyOp {
+            add,
+            source,
+            sources,
+            inline,
+            dest,
+            chown: self.opt_x(&c.chown, pos)?,
+            chmod,
+            link: c.link,
+            exclude,
+            parents: c.parents,
+            checksum,
+            keep_git_dir: c.keep_git_dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names() {
+        assert!(secret_like("DB_PASSWORD"));
+        assert!(secret_like("api_key"));
+        assert!(secret_like("GITHUB_TOKEN"));
+        assert!(!secret_like("PUBLIC_KEY"));
+        assert!(!secret_like("KEYBOARD"));
+        assert!(!secret_like("NODE_ENV"));
+    }
+}

@@ -1,0 +1,300 @@
+//! The `kiln` binary: exit codes, error rendering, `check`, `--dry-run`,
+//! flag validation, and flags that are parsed but not implemented yet.
+
+use crate::util::kiln_bin;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn kiln(dir: &Path, args: &[&str]) -> Output {
+    Command::new(kiln_bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("running kiln")
+}
+
+fn kiln_stdin(dir: &Path, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(kiln_bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning kiln");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("writing stdin");
+    child.wait_with_output().expect("waiting for kiln")
+}
+
+fn context(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("writing Dockerfile");
+    dir
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn version_is_printed() {
+    let dir = context("FROM scratch\n");
+    let o = kiln(dir.path(), &["--version"]);
+    assert!(o.status.success());
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("kiln {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_reports_errors_with_file_line_col_and_caret() {
+    let dir = context("FROM alpine\n  RUNN echo hi\n");
+    let o = kiln(dir.path(), &["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("Dockerfile:2:3: error: unknown instruction: RUNN (did you mean RUN?)\n2 |   RUNN echo hi\n  |   ^\n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_passes_clean_files_and_prints_warnings() {
+    let dir = context("FROM alpine AS build\nRUN echo hi\nCMD [\"sh\"]\n");
+    let o = kiln(dir.path(), &["check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no problems found"));
+
+    let dir = context("FROM alpine as Build\nMAINTAINER me\n");
+    let o = kiln(dir.path(), &["check"]);
+    assert_eq!(o.status.code(), Some(0));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "Dockerfile:1:1: warning [StageNameCasing]: Stage name 'Build' should be lowercase"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("warning [MaintainerDeprecated]"), "{err}");
+    assert!(err.contains("0 error(s), 3 warning(s)"), "{err}");
+}
+
+#[test]
+fn check_error_directive_turns_warnings_into_failure() {
+    let dir = context("# check=error=true\nFROM alpine\nMAINTAINER me\n");
+    let o = kiln(dir.path(), &["check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+#[test]
+fn check_json_format_lists_diagnostics() {
+    let dir = context("FROM alpine\nMAINTAINER me\n");
+    let o = kiln(dir.path(), &["check", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["diagnostics"][0]["rule"], "MaintainerDeprecated");
+    assert_eq!(v["diagnostics"][0]["pos"]["line"], 2);
+}
+
+#[test]
+fn check_lints_every_stage_but_build_only_the_target() {
+    let src = "FROM alpine AS unused\nMAINTAINER me\nCMD echo\nFROM alpine\nRUN true\n";
+    let dir = context(src);
+    let o = kiln(dir.path(), &["check"]);
+    assert!(stderr(&o).contains("JSONArgsRecommended"), "{}", stderr(&o));
+    let o = kiln(dir.path(), &["build", "--dry-run", "."]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("JSONArgsRecommended"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn dry_run_prints_the_plan_as_text_and_json() {
+    let src = "ARG V=1\nFROM alpine AS build\nARG V\nRUN echo $V > /v\nFROM scratch\nCOPY --from=build /v /v\n";
+    let dir = context(src);
+    let o = kiln(
+        dir.path(),
+        &["build", "--dry-run", "--build-arg", "V=2", "."],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("stage 1 [stage-1] line 5: from scratch, needs build"),
+        "{out}"
+    );
+    assert!(out.contains("COPY from stage build /v -> /v"), "{out}");
+    let o = kiln(
+        dir.path(),
+        &["build", "--dry-run=json", "--build-arg", "V=2", "."],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["stages"][0]["steps"][0]["value"], "2");
+    assert_eq!(v["global_args"][0], serde_json::json!(["V", "2"]));
+}
+
+#[test]
+fn dockerfile_from_stdin_and_outside_the_context() {
+    let dir = context("FROM scratch\n");
+    let o = kiln_stdin(
+        dir.path(),
+        &["build", "--dry-run", "-f", "-", "."],
+        "FROM alpine\nRUN echo from-stdin\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("echo from-stdin"));
+
+    let other = tempfile::tempdir().expect("tempdir");
+    let df = other.path().join("build.Dockerfile");
+    std::fs::write(&df, "FROM alpine\nRUN echo elsewhere\n").expect("write");
+    let o = kiln(
+        dir.path(),
+        &[
+            "build",
+            "--dry-run",
+            "-f",
+            df.to_str().expect("utf8 path"),
+            ".",
+        ],
+    );
+    assert!(stdout(&o).contains("echo elsewhere"), "{}", stderr(&o));
+}
+
+#[test]
+fn build_arg_without_value_comes_from_the_environment() {
+    let dir = context("FROM alpine\nARG FROM_ENV\nRUN echo\n");
+    let o = Command::new(kiln_bin())
+        .args(["build", "--dry-run=json", "--build-arg", "FROM_ENV", "."])
+        .current_dir(dir.path())
+        .env("FROM_ENV", "yes")
+        .output()
+        .expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["stages"][0]["steps"][0]["value"], "yes");
+}
+
+#[test]
+fn dockerfile_errors_exit_1_and_usage_errors_exit_2() {
+    let dir = context("FROM alpine\nCOPY --from=nowhere-stage\n");
+    let o = kiln(dir.path(), &["build", "--dry-run", "."]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Dockerfile:2:1: error: COPY requires at least two arguments"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = kiln(dir.path(), &["build", "--progress=fancy", "."]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = kiln(
+        dir.path(),
+        &["build", "--dry-run", "--platform", "linux//x", "."],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("invalid platform"), "{}", stderr(&o));
+    let o = kiln(
+        dir.path(),
+        &["build", "--dry-run", "-f", "missing.Dockerfile", "."],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("hint: pass the Dockerfile with -f PATH"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn unimplemented_flags_say_so() {
+    let dir = context("FROM alpine\n");
+    let o = kiln(
+        dir.path(),
+        &[
+            "build",
+            "--dry-run",
+            "--push",
+            "-t",
+            "registry.example.com/app:1.4",
+            ".",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("-t/--tag, --push are parsed and validated but not implemented yet"),
+        "{err}"
+    );
+
+    let o = kiln(dir.path(), &["build", "."]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("executing builds is not implemented yet"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn flag_values_are_validated_before_anything_else() {
+    let dir = context("FROM alpine\n");
+    for (args, msg) in [
+        (vec!["-t", "Registry/App"], "invalid reference"),
+        (vec!["--output", "type=zip"], "--output type \"zip\""),
+        (vec!["--secret", "id=x,bogus=1"], "unexpected key \"bogus\""),
+        (vec!["--ssh", "=x"], "--ssh"),
+        (vec!["--label", "=v"], "the key is empty"),
+        (vec!["--build-arg", "=v"], "--build-arg needs a name"),
+    ] {
+        let mut all = vec!["build", "--dry-run"];
+        all.extend(args.iter().copied());
+        all.push(".");
+        let o = kiln(dir.path(), &all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(msg), "{args:?}: {}", stderr(&o));
+    }
+    let o = kiln(dir.path(), &["build", "--network", "bridge", "."]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn garbage_input_never_panics_the_binary() {
+    let dir = context("FROM scratch\n");
+    let inputs = [
+        "\u{0}\u{1}\u{2}",
+        "FROM a\nRUN <<",
+        "FROM ${",
+        "# escape=`\nFROM a\nRUN x `",
+        "FROM a\nONBUILD",
+        "FROM a\nHEALTHCHECK --interval=99999999999999h CMD x",
+        "FROM a\nEXPOSE 1-65535/udp\n",
+        "\u{feff}\u{feff}FROM a",
+        "FROM a\nCOPY [\"\\ud800\", \"/x\"]",
+    ];
+    for input in inputs {
+        let o = kiln_stdin(dir.path(), &["check", "-f", "-"], input);
+        let code = o.status.code();
+        assert!(
+            matches!(code, Some(0) | Some(1)),
+            "{input:?} gave {code:?}: {}",
+            stderr(&o)
+        );
+        assert!(
+            !stderr(&o).contains("panicked"),
+            "{input:?}: {}",
+            stderr(&o)
+        );
+    }
+}
