@@ -162,6 +162,19 @@ pub struct PlanSettings {
     pub platform: Platform,
 }
 
+impl PlanSettings {
+    /// The planner's options for these settings, on this host.
+    pub fn plan_options(&self) -> crate::plan::PlanOptions {
+        crate::plan::PlanOptions {
+            build_args: self.build_args.clone(),
+            target: self.target.clone(),
+            platform: self.platform.clone(),
+            build_platform: Platform::host(),
+            ..crate::plan::PlanOptions::default()
+        }
+    }
+}
+
 /// A usage error: bad flag values. Exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -182,9 +195,14 @@ impl PlanArgs {
             Some("-") => (DockerfileSource::Stdin, "Dockerfile".to_string()),
             Some(f) => (DockerfileSource::Path(PathBuf::from(f)), f.to_string()),
             None => {
-                let p = context.join("Dockerfile");
+                // As the docker CLI: `Dockerfile`, else `dockerfile`.
+                let mut name = "Dockerfile";
+                if !context.join(name).exists() && context.join("dockerfile").exists() {
+                    name = "dockerfile";
+                }
+                let p = context.join(name);
                 let shown = if context == std::path::Path::new(".") {
-                    "Dockerfile".to_string()
+                    name.to_string()
                 } else {
                     p.display().to_string()
                 };
@@ -357,7 +375,7 @@ impl BuildArgs {
             validate_ssh(s)?;
         }
         let mut missing = Vec::new();
-        let checks: [(&'static str, bool); 13] = [
+        let checks: [(&'static str, bool); 14] = [
             ("-t/--tag", !self.tags.is_empty()),
             ("--label", !self.labels.is_empty()),
             ("-o/--output", !self.outputs.is_empty()),
@@ -371,6 +389,7 @@ impl BuildArgs {
             ("--ssh", !self.ssh.is_empty()),
             ("--network", self.network.is_some()),
             ("-q/--quiet", self.quiet),
+            ("--progress", self.progress != Progress::Auto),
         ];
         for (name, given) in checks {
             if given {

@@ -4,7 +4,7 @@
 use super::{exit, read_dockerfile, render_all, Failure};
 use crate::cli::{BuildArgs, DryRun};
 use crate::plan::render;
-use crate::plan::{plan_source, NoResolver, PlanOptions, Platform};
+use crate::plan::{plan_source, NoResolver};
 
 /// Runs `kiln build`; returns the exit code.
 pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
@@ -29,13 +29,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         )));
     }
     let src = read_dockerfile(&settings)?;
-    let opts = PlanOptions {
-        build_args: settings.build_args.clone(),
-        target: settings.target.clone(),
-        platform: settings.platform.clone(),
-        build_platform: Platform::host(),
-        ..PlanOptions::default()
-    };
+    let opts = settings.plan_options();
     let plan = match plan_source(&src, &opts, &NoResolver) {
         Ok(p) => p,
         Err(e) => {

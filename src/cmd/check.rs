@@ -3,7 +3,7 @@
 use super::{exit, read_dockerfile, render_all, Failure};
 use crate::cli::{CheckArgs, DryRun};
 use crate::dockerfile::diag::Severity;
-use crate::plan::{plan_source, NoResolver, PlanOptions, Platform};
+use crate::plan::{plan_source, NoResolver, PlanOptions};
 
 /// Runs `kiln check`; returns the exit code.
 pub fn run(args: &CheckArgs) -> Result<i32, Failure> {
@@ -12,13 +12,10 @@ pub fn run(args: &CheckArgs) -> Result<i32, Failure> {
         .resolve(&args.context, &|k| std::env::var(k).ok())
         .map_err(|e| Failure::usage(e.0))?;
     let src = read_dockerfile(&settings)?;
+    // Lint every stage, as BuildKit's check does, unless a target is named.
     let opts = PlanOptions {
-        build_args: settings.build_args.clone(),
-        target: settings.target.clone(),
-        platform: settings.platform.clone(),
-        build_platform: Platform::host(),
         all_stages: settings.target.is_none(),
-        ..PlanOptions::default()
+        ..settings.plan_options()
     };
     let (diags, checks_are_errors) = match plan_source(&src, &opts, &NoResolver) {
         Ok(plan) => {

@@ -282,15 +282,16 @@ pub fn parse(val: &str, expand: &dyn Fn(&str) -> Result<String, String>) -> Resu
                         m.kind.name()
                     ));
                 }
-                m.sharing =
-                    Some(match value.to_ascii_lowercase().as_str() {
-                        "shared" => Sharing::Shared,
-                        "private" => Sharing::Private,
-                        "locked" => Sharing::Locked,
-                        _ => return Err(format!(
+                m.sharing = Some(match value.to_ascii_lowercase().as_str() {
+                    "shared" => Sharing::Shared,
+                    "private" => Sharing::Private,
+                    "locked" => Sharing::Locked,
+                    _ => {
+                        return Err(format!(
                             "unsupported sharing value {value:?} (use shared, private or locked)"
-                        )),
-                    });
+                        ))
+                    }
+                });
             }
             "mode" => {
                 m.mode = Some(

@@ -390,12 +390,17 @@ impl Walker<'_> {
             }),
             Some(':') => {
                 // Whatever follows the colon is the modifier, even `}` or the end.
-                let modifier = self.scan.next().unwrap_or(REPLACEMENT);
+                let Some(modifier) = self.scan.next() else {
+                    return Err(MISSING_BRACE.to_string());
+                };
                 self.modifier(&name, modifier, true)
             }
             Some(modifier @ ('+' | '-' | '?' | '#' | '%')) => self.modifier(&name, modifier, false),
             Some('/') => self.replace(&name),
-            other => Err(unsupported(&other.unwrap_or(REPLACEMENT).to_string())),
+            // BuildKit reports the end of input as the modifier U+FFFD;
+            // kiln names the real problem.
+            None => Err(MISSING_BRACE.to_string()),
+            Some(other) => Err(unsupported(&other.to_string())),
         }
     }
 

@@ -231,6 +231,10 @@ pub enum Op {
         /// The ARGs in scope with values (for history and cache keys).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         args: Vec<(String, String)>,
+        /// Proxy build-args (`HTTP_PROXY`, ...): given to the step without an
+        /// ARG, and kept out of history and cache keys, as Docker does.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        proxy: Vec<(String, String)>,
         workdir: String,
         user: String,
     },

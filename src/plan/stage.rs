@@ -472,6 +472,17 @@ impl StageCtx<'_> {
             security: r.security.clone().unwrap_or_else(|| "sandbox".into()),
             env: self.sc.run_env.clone(),
             args: self.sc.args.clone(),
+            proxy: self
+                .build_args
+                .iter()
+                .filter(|(k, _)| {
+                    super::scope::PROXY_ARGS
+                        .iter()
+                        .any(|p| p.eq_ignore_ascii_case(k))
+                })
+                .filter(|(k, _)| !self.sc.declared.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             workdir: if self.sc.workdir.is_empty() {
                 "/".into()
             } else {

@@ -298,3 +298,30 @@ fn garbage_input_never_panics_the_binary() {
         );
     }
 }
+
+#[test]
+fn lowercase_dockerfile_is_found_like_the_docker_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("dockerfile"),
+        "FROM alpine\nRUN echo lower\n",
+    )
+    .expect("write");
+    let o = kiln(dir.path(), &["build", "--dry-run", "."]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("echo lower"));
+}
+
+#[test]
+fn progress_modes_are_parsed_and_reported_as_not_implemented() {
+    let dir = context("FROM alpine\n");
+    let o = kiln(dir.path(), &["build", "--dry-run", "--progress=plain", "."]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--progress is parsed and validated but not implemented yet"),
+        "{}",
+        stderr(&o)
+    );
+    let o = kiln(dir.path(), &["build", "--dry-run", "--progress=auto", "."]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

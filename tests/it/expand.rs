@@ -25,6 +25,7 @@
 //! as `«sp»` (space), `«tab»`, `«nl»`, `«cr»`, `«bar»` (`|`), `«semi»`
 //! (`;`), `«brk»` (`¦`) or `«U+XXXX»` (any character).
 
+use crate::util::Lcg;
 use kiln::dockerfile::shell::{Env, Lexer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -250,23 +251,6 @@ fn deep_nesting_is_refused_not_crashed() {
         assert_eq!(lexer.process_word(&ok, &vars).expect("90 deep").value, "x");
         let deep = format!("{}x{}", unit.repeat(100_000), close.repeat(100_000));
         assert!(lexer.process_word(&deep, &vars).is_err());
-    }
-}
-
-/// A tiny linear congruential generator, enough to make garbage.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next()).unwrap_or(0) % n.max(1)
     }
 }
 

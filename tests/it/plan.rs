@@ -137,6 +137,14 @@ fn unused_build_args_warn_but_proxy_args_do_not() {
     );
     let w: Vec<&str> = p.warnings.iter().map(|w| w.message.as_str()).collect();
     assert_eq!(w, vec!["One or more build-args [UNUSED] were not consumed"]);
+    let Op::Run { proxy, env, .. } = &p.stages[0].steps[1].op else {
+        panic!("run")
+    };
+    assert_eq!(proxy, &vec![("https_proxy".to_string(), "x".to_string())]);
+    assert!(
+        !env.iter().any(|(k, _)| k == "https_proxy"),
+        "proxies stay out of the env"
+    );
 }
 
 #[test]

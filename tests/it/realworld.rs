@@ -4,7 +4,7 @@
 //! its plan matches the golden JSON in `fixtures/realworld/`. Mutated
 //! copies of each must never make the frontend panic.
 
-use crate::util::{case_dirs, golden, read_text, root};
+use crate::util::{case_dirs, golden, read_text, root, Lcg};
 use kiln::plan::{plan_source, NoResolver, PlanOptions, Platform};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -65,19 +65,6 @@ fn realworld_dockerfiles_plan_without_errors() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// A small deterministic generator (no extra crates).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
 }
 
 #[test]

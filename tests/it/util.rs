@@ -56,3 +56,20 @@ pub fn golden(path: &Path, actual: &str) -> Option<String> {
 pub fn kiln_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
 }
+
+/// A tiny linear congruential generator, enough to make garbage.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next()).unwrap_or(0) % n.max(1)
+    }
+}
