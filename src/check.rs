@@ -22,11 +22,14 @@ pub fn lint(instrs: &[Instruction]) -> Vec<Diagnostic> {
             Kind::From(f) => {
                 if let Some(raw) = &f.name_raw {
                     if raw.to_lowercase() != *raw {
-                        out.push(Diagnostic::warning(
-                            ins.pos,
-                            "StageNameCasing",
-                            format!("Stage name '{raw}' should be lowercase"),
-                        ));
+                        out.push(
+                            Diagnostic::warning(
+                                ins.pos,
+                                "StageNameCasing",
+                                format!("Stage name '{raw}' should be lowercase"),
+                            )
+                            .with_token(raw.clone()),
+                        );
                     }
                     if let Some(name) = &f.name {
                         if name == "scratch" || name == "context" {

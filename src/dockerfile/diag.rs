@@ -48,6 +48,12 @@ pub struct Diagnostic {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Last line of the instruction the diagnostic is about (0: `pos.line`).
+    #[serde(skip)]
+    pub end_line: usize,
+    /// Text to point the caret at, if it can be found in the instruction.
+    #[serde(skip)]
+    pub token: Option<String>,
 }
 
 impl Diagnostic {
@@ -58,6 +64,8 @@ impl Diagnostic {
             rule: None,
             message: message.into(),
             hint: None,
+            end_line: 0,
+            token: None,
         }
     }
 
@@ -68,6 +76,56 @@ impl Diagnostic {
             rule: Some(rule),
             message: message.into(),
             hint: None,
+            end_line: 0,
+            token: None,
+        }
+    }
+
+    /// Points the caret at `token` when [`Diagnostic::locate`] finds it.
+    pub fn with_token(mut self, token: impl Into<String>) -> Diagnostic {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Records the instruction's last line, so that `locate` can search
+    /// continuation lines.
+    pub fn spanning(mut self, end_line: usize) -> Diagnostic {
+        if self.end_line == 0 {
+            self.end_line = end_line;
+        }
+        self
+    }
+
+    /// Moves the position onto the token, when it occurs in the
+    /// instruction's lines (at or after the current column on the first).
+    pub fn locate(&mut self, source: &str) {
+        let Some(token) = self.token.clone() else {
+            return;
+        };
+        if self.pos.line == 0 || token.is_empty() {
+            return;
+        }
+        let mut alternatives = vec![token.clone()];
+        if let Some(name) = token.strip_prefix('$') {
+            alternatives.insert(0, format!("${{{name}"));
+        }
+        let last = self.end_line.max(self.pos.line);
+        for line in self.pos.line..=last {
+            let Some(text) = source_line(source, line) else {
+                return;
+            };
+            let skip = if line == self.pos.line {
+                self.pos.col.saturating_sub(1)
+            } else {
+                0
+            };
+            let start = text.char_indices().nth(skip).map_or(text.len(), |(i, _)| i);
+            for alt in &alternatives {
+                if let Some(at) = text[start..].find(alt.as_str()) {
+                    self.pos = Pos::new(line, text[..start + at].chars().count() + 1);
+                    return;
+                }
+            }
         }
     }
 
@@ -177,6 +235,28 @@ mod tests {
             out,
             "Dockerfile:2:3: error: unknown instruction: RUNN\n2 |   RUNN y\n  |   ^\n"
         );
+    }
+
+    #[test]
+    fn locate_moves_the_caret_onto_the_token() {
+        let src = "FROM x\nCOPY --link \\\n  --form=a b c\nRUN y\n";
+        let mut d = Diagnostic::error(Pos::new(2, 1), "unknown flag")
+            .with_token("--form")
+            .spanning(3);
+        d.locate(src);
+        assert_eq!(d.pos, Pos::new(3, 3));
+        let mut d = Diagnostic::error(Pos::new(2, 1), "x")
+            .with_token("RUN")
+            .spanning(3);
+        d.locate(src);
+        assert_eq!(
+            d.pos,
+            Pos::new(2, 1),
+            "tokens past the instruction are not found"
+        );
+        let mut d = Diagnostic::warning(Pos::new(1, 1), "UndefinedVar", "x").with_token("$V");
+        d.locate("ENV a=${V}\n");
+        assert_eq!(d.pos, Pos::new(1, 7));
     }
 
     #[test]

@@ -23,16 +23,31 @@ pub struct Flags {
 
 impl Flags {
     /// Parses `raw` flags against `spec`. `keyword` names the instruction
-    /// in errors.
+    /// in errors. Errors carry the message and the offending flag (`--x`).
     pub fn parse(
         keyword: &str,
         raw: &[String],
         spec: &[(&str, FlagKind)],
-    ) -> Result<Flags, String> {
+    ) -> Result<Flags, (String, String)> {
+        Self::parse_inner(keyword, raw, spec).map_err(|(msg, name)| {
+            let token = if name.starts_with("--") {
+                name
+            } else {
+                format!("--{name}")
+            };
+            (msg, token)
+        })
+    }
+
+    fn parse_inner(
+        keyword: &str,
+        raw: &[String],
+        spec: &[(&str, FlagKind)],
+    ) -> Result<Flags, (String, String)> {
         let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for arg in raw {
             let Some(body) = arg.strip_prefix("--") else {
-                return Err(format!("arg should start with -- : {arg}"));
+                return Err((format!("arg should start with -- : {arg}"), arg.clone()));
             };
             let (name, value) = match body.split_once('=') {
                 Some((n, v)) => (n, Some(v)),
@@ -49,28 +64,42 @@ impl Flags {
                     let all: Vec<String> = names.iter().map(|n| format!("--{n}")).collect();
                     msg.push_str(&format!(" ({keyword} accepts {})", all.join(", ")));
                 }
-                return Err(msg);
+                return Err((msg, name.to_string()));
             };
             if kind != FlagKind::List && values.contains_key(name) {
-                return Err(format!("duplicate flag specified: --{name}"));
+                return Err((
+                    format!("duplicate flag specified: --{name}"),
+                    name.to_string(),
+                ));
             }
             let value = match kind {
                 FlagKind::Bool => match value {
-                    Some("") => return Err(format!("missing a value on flag: --{name}")),
+                    Some("") => {
+                        return Err((
+                            format!("missing a value on flag: --{name}"),
+                            name.to_string(),
+                        ))
+                    }
                     None => "true".to_string(),
                     Some(v) => match v.to_ascii_lowercase().as_str() {
                         "true" => "true".to_string(),
                         "false" => "false".to_string(),
                         _ => {
-                            return Err(format!(
-                                "expecting boolean value for flag --{name}, not: {v}"
+                            return Err((
+                                format!("expecting boolean value for flag --{name}, not: {v}"),
+                                name.to_string(),
                             ))
                         }
                     },
                 },
                 FlagKind::String | FlagKind::List => match value {
                     Some(v) => v.to_string(),
-                    None => return Err(format!("missing a value on flag: --{name}")),
+                    None => {
+                        return Err((
+                            format!("missing a value on flag: --{name}"),
+                            name.to_string(),
+                        ))
+                    }
                 },
             };
             values.entry(name.to_string()).or_default().push(value);
@@ -182,8 +211,9 @@ mod tests {
         assert!(f.bool("link"));
         assert_eq!(f.string("from").as_deref(), Some("a"));
         assert_eq!(f.list("exclude"), vec!["x", "y"]);
-        let e = Flags::parse("COPY", &["--frm=a".into()], &spec).unwrap_err();
+        let (e, token) = Flags::parse("COPY", &["--frm=a".into()], &spec).unwrap_err();
         assert!(e.contains("did you mean --from?"), "{e}");
+        assert_eq!(token, "--frm");
         assert!(Flags::parse("COPY", &["--from".into()], &spec).is_err());
         assert!(Flags::parse("COPY", &["--from=a".into(), "--from=b".into()], &spec).is_err());
         assert!(Flags::parse("COPY", &["--link=maybe".into()], &spec).is_err());

@@ -165,7 +165,7 @@ pub fn from_dockerfile(df: &Dockerfile) -> Result<Vec<Instruction>, Diagnostic> 
 }
 
 fn err(node: &Node, msg: impl Into<String>) -> Diagnostic {
-    Diagnostic::error(node.pos, msg)
+    Diagnostic::error(node.pos, msg).spanning(node.end_line)
 }
 
 fn list(args: &Args) -> Vec<String> {
@@ -213,7 +213,8 @@ fn one_arg(node: &Node) -> Result<String, Diagnostic> {
 }
 
 fn flags(node: &Node, spec: &[(&str, FlagKind)]) -> Result<Flags, Diagnostic> {
-    Flags::parse(&node.keyword, &node.flags, spec).map_err(|m| err(node, m))
+    Flags::parse(&node.keyword, &node.flags, spec)
+        .map_err(|(m, token)| err(node, m).with_token(token))
 }
 
 /// Converts one node.
@@ -269,7 +270,8 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
             needs_args(node)?;
             let mounts = f.list("mount");
             for m in &mounts {
-                mount::parse(m, &|w: &str| Ok(w.to_string())).map_err(|e| err(node, e))?;
+                mount::parse(m, &|w: &str| Ok(w.to_string()))
+                    .map_err(|e| err(node, e).with_token("--mount"))?;
             }
             let network = f.string("network");
             if let Some(n) = &network {
@@ -277,7 +279,8 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
                     return Err(err(
                         node,
                         format!("network mode {n:?} not supported (use default, none or host)"),
-                    ));
+                    )
+                    .with_token("--network"));
                 }
             }
             let security = f.string("security");
@@ -286,7 +289,8 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
                     return Err(err(
                         node,
                         format!("security mode {s:?} not supported (use sandbox or insecure)"),
-                    ));
+                    )
+                    .with_token("--security"));
                 }
             }
             Kind::Run(Run {

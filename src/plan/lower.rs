@@ -43,7 +43,9 @@ fn undeclared_in_from(
         if let Some(s) = suggest(var, &known) {
             msg.push_str(&format!(" (did you mean {s}?)"));
         }
-        warnings.push(Diagnostic::warning(pos, "UndefinedArgInFrom", msg));
+        warnings.push(
+            Diagnostic::warning(pos, "UndefinedArgInFrom", msg).with_token(format!("${var}")),
+        );
     }
 }
 
@@ -260,7 +262,15 @@ pub fn plan(
         };
         for ins in st.body {
             for (from, what, pos) in from_refs(ins)? {
-                if let Source::Stage { index } = refs.resolve(&from, what, pos)? {
+                let token = if what == "copy from" {
+                    "--from"
+                } else {
+                    "from="
+                };
+                let resolved = refs
+                    .resolve(&from, what, pos)
+                    .map_err(|d| d.with_token(token).spanning(ins.end_line))?;
+                if let Source::Stage { index } = resolved {
                     edges[i].push(Edge { to: index, pos });
                 }
             }

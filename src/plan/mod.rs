@@ -293,6 +293,24 @@ pub fn plan_source(
     opts: &PlanOptions,
     resolver: &dyn ImageResolver,
 ) -> Result<Plan, PlanError> {
+    plan_unlocated(src, opts, resolver)
+        .map(|mut plan| {
+            for w in &mut plan.warnings {
+                w.locate(src);
+            }
+            plan
+        })
+        .map_err(|mut e| {
+            e.locate(src);
+            e
+        })
+}
+
+fn plan_unlocated(
+    src: &str,
+    opts: &PlanOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<Plan, PlanError> {
     if src.is_empty() {
         return Err(error_at(Pos::new(1, 1), "the Dockerfile cannot be empty"));
     }

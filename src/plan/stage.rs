@@ -173,7 +173,15 @@ impl StageCtx<'_> {
     }
 
     fn source(&mut self, value: &str, what: &str, pos: Pos) -> Result<Source, Diagnostic> {
-        let s = self.refs.resolve(value, what, pos)?;
+        let token = if what == "copy from" {
+            "--from"
+        } else {
+            "from="
+        };
+        let s = self
+            .refs
+            .resolve(value, what, pos)
+            .map_err(|d| d.with_token(token))?;
         if let Source::Image { reference } = &s {
             self.image_deps.insert(reference.clone());
         }
@@ -210,8 +218,19 @@ impl StageCtx<'_> {
         });
     }
 
-    /// Plans one instruction.
+    /// Plans one instruction. Errors and warnings span its lines.
     pub fn lower(&mut self, ins: &Instruction, onbuild: bool) -> Result<(), Diagnostic> {
+        let before = self.warnings.len();
+        let out = self
+            .lower_inner(ins, onbuild)
+            .map_err(|d| d.spanning(ins.end_line));
+        for w in &mut self.warnings[before..] {
+            w.end_line = ins.end_line;
+        }
+        out
+    }
+
+    fn lower_inner(&mut self, ins: &Instruction, onbuild: bool) -> Result<(), Diagnostic> {
         let pos = ins.pos;
         let op = match &ins.kind {
             Kind::From(_) => return Err(error_at(pos, "FROM is not allowed here")),
@@ -271,7 +290,9 @@ impl StageCtx<'_> {
                         .process_words(p, &self.sc.run_env)
                         .map_err(|e| error_at(pos, e.message))?;
                     for w in words {
-                        out.extend(parse_port(&w).map_err(|m| error_at(pos, m))?);
+                        out.extend(
+                            parse_port(&w).map_err(|m| error_at(pos, m).with_token(w.clone()))?,
+                        );
                     }
                 }
                 Op::Expose { ports: out }
@@ -333,7 +354,7 @@ impl StageCtx<'_> {
             }
             Kind::StopSignal(s) => {
                 let signal = self.x(s, pos)?;
-                check_signal(&signal).map_err(|m| error_at(pos, m))?;
+                check_signal(&signal).map_err(|m| error_at(pos, m).with_token(s.clone()))?;
                 Op::StopSignal { signal }
             }
             Kind::Healthcheck(h) => {
@@ -402,7 +423,8 @@ impl StageCtx<'_> {
                     })
                     .map_err(|e| e.message)
             };
-            let mut parsed = mount::parse(m, &exp).map_err(|e| error_at(pos, e))?;
+            let mut parsed =
+                mount::parse(m, &exp).map_err(|e| error_at(pos, e).with_token("--mount"))?;
             self.report_undefined(&unmatched.into_inner(), pos);
             let from_source = match &parsed.from {
                 Some(f) => Some(self.source(f, "mount from", pos)?),
@@ -540,7 +562,7 @@ impl StageCtx<'_> {
         };
         let chmod = self.opt_x(&c.chmod, pos)?;
         if let Some(m) = &chmod {
-            check_chmod(m).map_err(|e| error_at(pos, e))?;
+            check_chmod(m).map_err(|e| error_at(pos, e).with_token("--chmod"))?;
         }
         let checksum = self.opt_x(&c.checksum, pos)?;
         if checksum.is_some() {

@@ -71,6 +71,18 @@ fn check_reports_errors_with_file_line_col_and_caret() {
 }
 
 #[test]
+fn caret_points_at_the_offending_flag_even_on_a_continuation_line() {
+    let dir = context("FROM alpine\nCOPY --link \\\n     --form=build /a /b\n");
+    let o = kiln(dir.path(), &["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("Dockerfile:3:6: error: unknown flag: --form (did you mean --from?)\n3 |      --form=build /a /b\n  |      ^\n"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_passes_clean_files_and_prints_warnings() {
     let dir = context("FROM alpine AS build\nRUN echo hi\nCMD [\"sh\"]\n");
     let o = kiln(dir.path(), &["check"]);
@@ -83,7 +95,7 @@ fn check_passes_clean_files_and_prints_warnings() {
     let err = stderr(&o);
     assert!(
         err.contains(
-            "Dockerfile:1:1: warning [StageNameCasing]: Stage name 'Build' should be lowercase"
+            "Dockerfile:1:16: warning [StageNameCasing]: Stage name 'Build' should be lowercase"
         ),
         "{err}"
     );
