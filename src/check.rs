@@ -54,12 +54,37 @@ pub fn lint(instrs: &[Instruction]) -> Vec<Diagnostic> {
                     }
                 }
             }
+            Kind::Onbuild {
+                trigger_error: Some(e),
+                expression,
+                ..
+            } => out.push(Diagnostic::warning(
+                ins.pos,
+                "InvalidOnbuildTrigger",
+                format!("ONBUILD trigger {expression:?} will fail when it runs: {e}"),
+            )),
             Kind::Maintainer(_) => out.push(Diagnostic::warning(
                 ins.pos,
                 "MaintainerDeprecated",
                 "Maintainer instruction is deprecated in favor of using label",
             )),
             _ => {}
+        }
+    }
+    for ins in instrs {
+        for (n, f) in ins.ignored_flags.iter().enumerate() {
+            let name = f.split_once('=').map_or(f.as_str(), |(n, _)| n).to_string();
+            out.push(
+                Diagnostic::warning(
+                    ins.pos,
+                    "IgnoredFlag",
+                    format!(
+                        "{name} has no effect on {}: BuildKit ignores it, and so does kiln",
+                        ins.keyword()
+                    ),
+                )
+                .with_token_nth(name.clone(), n),
+            );
         }
     }
     out.extend(consistent_casing(instrs));

@@ -41,6 +41,10 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         "{}",
         render_all(&plan.warnings, &settings.display_name, &src)
     );
+    if let Some(violations) = plan.lint_violations() {
+        eprintln!("error: {violations} (the Dockerfile sets check=error=true)");
+        return Ok(exit::DOCKERFILE);
+    }
     match args.dry_run {
         Some(DryRun::Json) => println!("{}", render::to_json(&plan)),
         Some(DryRun::Text) => print!("{}", render::to_text(&plan)),

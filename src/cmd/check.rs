@@ -18,12 +18,7 @@ pub fn run(args: &CheckArgs) -> Result<i32, Failure> {
         ..settings.plan_options()
     };
     let (diags, checks_are_errors) = match plan_source(&src, &opts, &NoResolver) {
-        Ok(plan) => {
-            let strict = crate::dockerfile::parser::parse(&src)
-                .map(|df| df.directives.check_config.error)
-                .unwrap_or(false);
-            (plan.warnings, strict)
-        }
+        Ok(plan) => (plan.warnings, plan.checks.error),
         Err(e) => (vec![e], false),
     };
     let errors = diags

@@ -5,7 +5,7 @@ pub mod build;
 pub mod check;
 
 use crate::cli::{DockerfileSource, PlanSettings};
-use crate::dockerfile::diag::Diagnostic;
+use crate::dockerfile::diag::{Diagnostic, SourceLines};
 use std::io::Read;
 
 /// Process exit codes, distinct per kind of failure.
@@ -58,11 +58,12 @@ pub fn read_dockerfile(settings: &PlanSettings) -> Result<String, Failure> {
 
 /// Renders diagnostics against the source.
 pub fn render_all(diags: &[Diagnostic], file: &str, src: &str) -> String {
-    diags.iter().map(|d| render(d, file, src)).collect()
+    let lines = SourceLines::new(src);
+    diags.iter().map(|d| render(d, file, &lines)).collect()
 }
 
 /// Renders one diagnostic; position 0 means "no position".
-pub fn render(d: &Diagnostic, file: &str, src: &str) -> String {
+pub fn render(d: &Diagnostic, file: &str, lines: &SourceLines) -> String {
     if d.pos.line == 0 {
         let what = match d.rule {
             Some(rule) => format!("{} [{}]", d.severity, rule),
@@ -74,5 +75,5 @@ pub fn render(d: &Diagnostic, file: &str, src: &str) -> String {
         }
         return s;
     }
-    d.render(file, src)
+    d.render_in(file, lines)
 }

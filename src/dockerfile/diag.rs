@@ -51,9 +51,10 @@ pub struct Diagnostic {
     /// Last line of the instruction the diagnostic is about (0: `pos.line`).
     #[serde(skip)]
     pub end_line: usize,
-    /// Text to point the caret at, if it can be found in the instruction.
+    /// Text to point the caret at, and which occurrence (from 0), if it
+    /// can be found in the instruction.
     #[serde(skip)]
-    pub token: Option<String>,
+    pub token: Option<Box<(String, usize)>>,
 }
 
 impl Diagnostic {
@@ -83,7 +84,13 @@ impl Diagnostic {
 
     /// Points the caret at `token` when [`Diagnostic::locate`] finds it.
     pub fn with_token(mut self, token: impl Into<String>) -> Diagnostic {
-        self.token = Some(token.into());
+        self.token = Some(Box::new((token.into(), 0)));
+        self
+    }
+
+    /// Points the caret at the `nth` occurrence (from 0) of `token`.
+    pub fn with_token_nth(mut self, token: impl Into<String>, nth: usize) -> Diagnostic {
+        self.token = Some(Box::new((token.into(), nth)));
         self
     }
 
@@ -99,7 +106,12 @@ impl Diagnostic {
     /// Moves the position onto the token, when it occurs in the
     /// instruction's lines (at or after the current column on the first).
     pub fn locate(&mut self, source: &str) {
-        let Some(token) = self.token.clone() else {
+        self.locate_in(&SourceLines::new(source));
+    }
+
+    /// [`Diagnostic::locate`] with the lines split once by the caller.
+    pub fn locate_in(&mut self, lines: &SourceLines) {
+        let Some((token, nth)) = self.token.as_deref().cloned() else {
             return;
         };
         if self.pos.line == 0 || token.is_empty() {
@@ -110,20 +122,25 @@ impl Diagnostic {
             alternatives.insert(0, format!("${{{name}"));
         }
         let last = self.end_line.max(self.pos.line);
-        for line in self.pos.line..=last {
-            let Some(text) = source_line(source, line) else {
-                return;
-            };
-            let skip = if line == self.pos.line {
-                self.pos.col.saturating_sub(1)
-            } else {
-                0
-            };
-            let start = text.char_indices().nth(skip).map_or(text.len(), |(i, _)| i);
-            for alt in &alternatives {
-                if let Some(at) = text[start..].find(alt.as_str()) {
-                    self.pos = Pos::new(line, text[..start + at].chars().count() + 1);
-                    return;
+        for alt in &alternatives {
+            let mut seen = 0;
+            for line in self.pos.line..=last {
+                let Some(text) = lines.get(line) else {
+                    break;
+                };
+                let skip = if line == self.pos.line {
+                    self.pos.col.saturating_sub(1)
+                } else {
+                    0
+                };
+                let mut start = text.char_indices().nth(skip).map_or(text.len(), |(i, _)| i);
+                while let Some(at) = text[start..].find(alt.as_str()) {
+                    if seen == nth {
+                        self.pos = Pos::new(line, text[..start + at].chars().count() + 1);
+                        return;
+                    }
+                    seen += 1;
+                    start += at + alt.len();
                 }
             }
         }
@@ -137,6 +154,11 @@ impl Diagnostic {
     /// Renders `FILE:LINE:COL: error: message`, the source line with its
     /// number, and a caret under the column.
     pub fn render(&self, file: &str, source: &str) -> String {
+        self.render_in(file, &SourceLines::new(source))
+    }
+
+    /// [`Diagnostic::render`] with the lines split once by the caller.
+    pub fn render_in(&self, file: &str, lines: &SourceLines) -> String {
         let mut out = String::new();
         let what = match self.rule {
             Some(rule) => format!("{} [{}]", self.severity, rule),
@@ -146,16 +168,24 @@ impl Diagnostic {
             "{}:{}:{}: {}: {}\n",
             file, self.pos.line, self.pos.col, what, self.message
         ));
-        if let Some(text) = source_line(source, self.pos.line) {
+        if let Some(text) = lines.get(self.pos.line) {
             let num = self.pos.line.to_string();
             let pad = " ".repeat(num.len());
-            out.push_str(&format!("{num} | {text}\n"));
-            let caret_at: String = text
-                .chars()
-                .take(self.pos.col.saturating_sub(1))
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
+            // Long lines are shown as a window around the column.
+            let chars: Vec<char> = text.chars().collect();
+            let col = self.pos.col.saturating_sub(1).min(chars.len());
+            let start = col.saturating_sub(60);
+            let end = (col + 60).min(chars.len());
+            let lead = if start > 0 { "…" } else { "" };
+            let tail = if end < chars.len() { "…" } else { "" };
+            let shown: String = chars[start..end].iter().collect();
+            out.push_str(&format!("{num} | {lead}{shown}{tail}\n"));
+            let caret_at: String = chars[start..col]
+                .iter()
+                .map(|c| if *c == '\t' { '\t' } else { ' ' })
                 .collect();
-            out.push_str(&format!("{pad} | {caret_at}^\n"));
+            let lead_pad = if start > 0 { " " } else { "" };
+            out.push_str(&format!("{pad} | {lead_pad}{caret_at}^\n"));
         }
         if let Some(hint) = &self.hint {
             out.push_str(&format!("hint: {hint}\n"));
@@ -176,14 +206,24 @@ impl fmt::Display for Diagnostic {
 
 impl std::error::Error for Diagnostic {}
 
-/// The text of 1-based line `line`, without its line ending and BOM.
-pub fn source_line(source: &str, line: usize) -> Option<&str> {
-    if line == 0 {
-        return None;
+/// A source split into lines once, for rendering many diagnostics.
+pub struct SourceLines<'a> {
+    lines: Vec<&'a str>,
+}
+
+impl<'a> SourceLines<'a> {
+    pub fn new(source: &'a str) -> SourceLines<'a> {
+        SourceLines {
+            lines: source.split('\n').collect(),
+        }
     }
-    let text = source.split('\n').nth(line - 1)?;
-    let text = text.strip_suffix('\r').unwrap_or(text);
-    Some(text.strip_prefix('\u{feff}').unwrap_or(text))
+
+    /// The text of 1-based line `line`, without its line ending and BOM.
+    pub fn get(&self, line: usize) -> Option<&'a str> {
+        let text = *self.lines.get(line.checked_sub(1)?)?;
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        Some(text.strip_prefix('\u{feff}').unwrap_or(text))
+    }
 }
 
 /// Levenshtein distance, for "did you mean" suggestions.
@@ -257,6 +297,22 @@ mod tests {
         let mut d = Diagnostic::warning(Pos::new(1, 1), "UndefinedVar", "x").with_token("$V");
         d.locate("ENV a=${V}\n");
         assert_eq!(d.pos, Pos::new(1, 7));
+    }
+
+    #[test]
+    fn long_lines_show_a_window_around_the_caret() {
+        let line = format!("RUN {}--bad {}", "a".repeat(200), "b".repeat(200));
+        let d = Diagnostic::error(Pos::new(1, 205), "x");
+        let out = d.render("Dockerfile", &line);
+        let shown = out.lines().nth(1).expect("line");
+        assert!(
+            shown.starts_with("1 | …") && shown.ends_with('…'),
+            "{shown}"
+        );
+        assert!(shown.chars().count() < 140, "{shown}");
+        let caret = out.lines().nth(2).expect("caret");
+        let at = caret.chars().position(|c| c == '^').expect("caret");
+        assert_eq!(shown.chars().nth(at), Some('-'), "{shown}\n{caret}");
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct Directive {
 pub struct CheckConfig {
     /// Rule names to skip; `all` skips every rule.
     pub skip: Vec<String>,
+    /// Experimental rules to enable (recorded; kiln has none yet).
+    pub experimental: Vec<String>,
     pub error: bool,
 }
 
@@ -128,46 +130,48 @@ impl Directives {
     }
 }
 
-/// `skip=Rule1,Rule2;error=true`
-fn parse_check(value: &str, pos: Pos) -> Result<CheckConfig, Diagnostic> {
+/// Parses a `check` value (`skip=Rule1,Rule2;error=true`), from the
+/// directive or the BUILDKIT_DOCKERFILE_CHECK build-arg. As in BuildKit, the
+/// value ends at the first blank.
+pub fn parse_check_value(value: &str) -> Result<CheckConfig, String> {
+    let value = value.split(char::is_whitespace).next().unwrap_or_default();
     let mut config = CheckConfig::default();
     for part in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((key, val)) = part.split_once('=') else {
-            return Err(Diagnostic::error(
-                pos,
-                format!("invalid check directive {part:?}: expected key=value"),
-            ));
+            return Err(format!("invalid check option {part:?}: expected key=value"));
         };
-        match key.trim().to_ascii_lowercase().as_str() {
-            "skip" => config.skip.extend(
-                val.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string),
-            ),
+        let list = || {
+            val.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        match key.trim() {
+            "skip" => config.skip.extend(list()),
+            "experimental" => config.experimental.extend(list()),
             "error" => {
-                config.error = match val.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
+                config.error = match val.trim() {
+                    "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+                    "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
                     other => {
-                        return Err(Diagnostic::error(
-                            pos,
-                            format!("invalid check directive: error={other:?} is not a boolean"),
+                        return Err(format!(
+                            "invalid check option: error={other:?} is not a boolean"
                         ))
                     }
                 }
             }
             other => {
-                return Err(Diagnostic::error(
-                    pos,
-                    format!(
-                        "invalid check directive: unknown key {other:?} (expected skip or error)"
-                    ),
+                return Err(format!(
+                    "invalid check option {other:?} (expected skip, error or experimental)"
                 ))
             }
         }
     }
     Ok(config)
+}
+
+fn parse_check(value: &str, pos: Pos) -> Result<CheckConfig, Diagnostic> {
+    parse_check_value(value).map_err(|m| Diagnostic::error(pos, m))
 }
 
 #[cfg(test)]

@@ -15,6 +15,15 @@ pub enum FlagKind {
     List,
 }
 
+/// A flag error: the message, and which flag (`--x`, its `nth` occurrence)
+/// to point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagError {
+    pub message: String,
+    pub token: String,
+    pub nth: usize,
+}
+
 /// The flags given to one instruction, checked against what it accepts.
 #[derive(Debug, Default, Clone)]
 pub struct Flags {
@@ -23,31 +32,29 @@ pub struct Flags {
 
 impl Flags {
     /// Parses `raw` flags against `spec`. `keyword` names the instruction
-    /// in errors. Errors carry the message and the offending flag (`--x`).
+    /// in errors, which point at the failing flag's occurrence.
     pub fn parse(
         keyword: &str,
         raw: &[String],
         spec: &[(&str, FlagKind)],
-    ) -> Result<Flags, (String, String)> {
-        Self::parse_inner(keyword, raw, spec).map_err(|(msg, name)| {
-            let token = if name.starts_with("--") {
-                name
-            } else {
-                format!("--{name}")
-            };
-            (msg, token)
-        })
-    }
-
-    fn parse_inner(
-        keyword: &str,
-        raw: &[String],
-        spec: &[(&str, FlagKind)],
-    ) -> Result<Flags, (String, String)> {
+    ) -> Result<Flags, FlagError> {
+        let name_of = |arg: &str| -> String {
+            let body = arg.strip_prefix("--").unwrap_or(arg);
+            body.split_once('=').map_or(body, |(n, _)| n).to_string()
+        };
         let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for arg in raw {
+        for (idx, arg) in raw.iter().enumerate() {
+            let fail = |message: String| {
+                let name = name_of(arg);
+                let nth = raw[..idx].iter().filter(|r| name_of(r) == name).count();
+                FlagError {
+                    message,
+                    token: format!("--{name}"),
+                    nth,
+                }
+            };
             let Some(body) = arg.strip_prefix("--") else {
-                return Err((format!("arg should start with -- : {arg}"), arg.clone()));
+                return Err(fail(format!("arg should start with -- : {arg}")));
             };
             let (name, value) = match body.split_once('=') {
                 Some((n, v)) => (n, Some(v)),
@@ -64,43 +71,27 @@ impl Flags {
                     let all: Vec<String> = names.iter().map(|n| format!("--{n}")).collect();
                     msg.push_str(&format!(" ({keyword} accepts {})", all.join(", ")));
                 }
-                return Err((msg, name.to_string()));
+                return Err(fail(msg));
             };
             if kind != FlagKind::List && values.contains_key(name) {
-                return Err((
-                    format!("duplicate flag specified: --{name}"),
-                    name.to_string(),
-                ));
+                return Err(fail(format!("duplicate flag specified: --{name}")));
             }
-            let value = match kind {
-                FlagKind::Bool => match value {
-                    Some("") => {
-                        return Err((
-                            format!("missing a value on flag: --{name}"),
-                            name.to_string(),
-                        ))
-                    }
-                    None => "true".to_string(),
-                    Some(v) => match v.to_ascii_lowercase().as_str() {
-                        "true" => "true".to_string(),
-                        "false" => "false".to_string(),
-                        _ => {
-                            return Err((
-                                format!("expecting boolean value for flag --{name}, not: {v}"),
-                                name.to_string(),
-                            ))
-                        }
-                    },
-                },
-                FlagKind::String | FlagKind::List => match value {
-                    Some(v) => v.to_string(),
-                    None => {
-                        return Err((
-                            format!("missing a value on flag: --{name}"),
-                            name.to_string(),
-                        ))
+            let value = match (kind, value) {
+                (FlagKind::Bool, Some("")) => {
+                    return Err(fail(format!("missing a value on flag: --{name}")))
+                }
+                (FlagKind::Bool, None) => "true".to_string(),
+                (FlagKind::Bool, Some(v)) => match v.to_ascii_lowercase().as_str() {
+                    "true" => "true".to_string(),
+                    "false" => "false".to_string(),
+                    _ => {
+                        return Err(fail(format!(
+                            "expecting boolean value for flag --{name}, not: {v}"
+                        )))
                     }
                 },
+                (_, Some(v)) => v.to_string(),
+                (_, None) => return Err(fail(format!("missing a value on flag: --{name}"))),
             };
             values.entry(name.to_string()).or_default().push(value);
         }
@@ -211,9 +202,16 @@ mod tests {
         assert!(f.bool("link"));
         assert_eq!(f.string("from").as_deref(), Some("a"));
         assert_eq!(f.list("exclude"), vec!["x", "y"]);
-        let (e, token) = Flags::parse("COPY", &["--frm=a".into()], &spec).unwrap_err();
-        assert!(e.contains("did you mean --from?"), "{e}");
-        assert_eq!(token, "--frm");
+        let e = Flags::parse("COPY", &["--frm=a".into()], &spec).unwrap_err();
+        assert!(e.message.contains("did you mean --from?"), "{e:?}");
+        assert_eq!((e.token.as_str(), e.nth), ("--frm", 0));
+        let e = Flags::parse(
+            "COPY",
+            &["--link".into(), "--from=a".into(), "--from=b".into()],
+            &spec,
+        )
+        .unwrap_err();
+        assert_eq!((e.token.as_str(), e.nth), ("--from", 1));
         assert!(Flags::parse("COPY", &["--from".into()], &spec).is_err());
         assert!(Flags::parse("COPY", &["--from=a".into(), "--from=b".into()], &spec).is_err());
         assert!(Flags::parse("COPY", &["--link=maybe".into()], &spec).is_err());

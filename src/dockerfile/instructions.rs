@@ -117,7 +117,12 @@ pub enum Kind {
     Healthcheck(Health),
     Onbuild {
         expression: String,
-        trigger: Box<Instruction>,
+        /// The trigger, when it is a valid instruction. BuildKit stores any
+        /// other trigger too and fails only when it runs.
+        trigger: Option<Box<Instruction>>,
+        /// Why the trigger is not valid, for a warning now.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trigger_error: Option<String>,
     },
 }
 
@@ -131,6 +136,10 @@ pub struct Instruction {
     /// The whole instruction text (continuations joined, no heredoc bodies).
     pub original: String,
     pub kind: Kind,
+    /// Flags that BuildKit ignores on this instruction (ARG, STOPSIGNAL,
+    /// HEALTHCHECK NONE): accepted, with a warning.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored_flags: Vec<String>,
 }
 
 impl Instruction {
@@ -214,13 +223,14 @@ fn one_arg(node: &Node) -> Result<String, Diagnostic> {
 
 fn flags(node: &Node, spec: &[(&str, FlagKind)]) -> Result<Flags, Diagnostic> {
     Flags::parse(&node.keyword, &node.flags, spec)
-        .map_err(|(m, token)| err(node, m).with_token(token))
+        .map_err(|e| err(node, e.message).with_token_nth(e.token, e.nth))
 }
 
 /// Converts one node.
 pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
     use FlagKind::*;
     let kw = node.keyword.as_str();
+    let mut ignored_flags = Vec::new();
     let needs_args = |node: &Node| -> Result<(), Diagnostic> {
         if node.args == Args::Empty {
             Err(err(node, format!("{kw} requires at least one argument")))
@@ -267,11 +277,10 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
                 node,
                 &[("mount", List), ("network", String), ("security", String)],
             )?;
-            needs_args(node)?;
+            // A bare `RUN` runs `/bin/sh -c ""`, as in BuildKit.
             let mounts = f.list("mount");
-            for m in &mounts {
-                mount::parse(m, &|w: &str| Ok(w.to_string()))
-                    .map_err(|e| err(node, e).with_token("--mount"))?;
+            for (n, m) in mounts.iter().enumerate() {
+                mount::scan(m).map_err(|e| err(node, e).with_token_nth("--mount", n))?;
             }
             let network = f.string("network");
             if let Some(n) = &network {
@@ -335,7 +344,7 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
             }
         }
         "ARG" => {
-            flags(node, &[])?;
+            ignored_flags = node.flags.clone();
             needs_args(node)?;
             let mut decls = Vec::new();
             for word in list(&node.args) {
@@ -410,13 +419,13 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
                 json: node.json,
                 ..CopyAdd::default()
             };
-            if let Some(sum) = &c.checksum {
-                validate_checksum(sum).map_err(|m| err(node, m))?;
+            // With variables, the value is checked after expansion.
+            if let Some(sum) = c.checksum.as_ref().filter(|s| !s.contains('$')) {
+                validate_checksum(sum).map_err(|m| err(node, m).with_token("--checksum"))?;
             }
-            if let Some(from) = &c.from {
-                if from.is_empty() {
-                    return Err(err(node, "--from requires a stage name, index or image"));
-                }
+            // An empty --from means the build context, as in BuildKit.
+            if c.from.as_deref() == Some("") {
+                c.from = None;
             }
             for src in srcs {
                 match (!node.json).then(|| heredoc::parse_word(src)).flatten() {
@@ -446,8 +455,11 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
         "VOLUME" => {
             flags(node, &[])?;
             needs_args(node)?;
-            let v = list(&node.args);
-            if v.iter().any(|s| s.trim().is_empty()) {
+            let v: Vec<std::string::String> = list(&node.args)
+                .iter()
+                .map(|s| s.trim().to_string())
+                .collect();
+            if v.iter().any(|s| s.is_empty()) {
                 return Err(err(node, "VOLUME specified can not be an empty string"));
             }
             Kind::Volume(v)
@@ -461,7 +473,7 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
             Kind::Workdir(one_arg(node)?)
         }
         "STOPSIGNAL" => {
-            flags(node, &[])?;
+            ignored_flags = node.flags.clone();
             Kind::StopSignal(one_arg(node)?)
         }
         "MAINTAINER" => {
@@ -469,8 +481,16 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
             Kind::Maintainer(one_arg(node)?)
         }
         "HEALTHCHECK" => {
+            let none = matches!(&node.args, Args::Health { kind, .. } if kind.eq_ignore_ascii_case("NONE"));
+            if none {
+                ignored_flags = node.flags.clone();
+            }
+            let no_flags = Node {
+                flags: Vec::new(),
+                ..node.clone()
+            };
             let f = flags(
-                node,
+                if none { &no_flags } else { node },
                 &[
                     ("interval", String),
                     ("timeout", String),
@@ -570,7 +590,10 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
             // the trigger, and its stored expression carries them.
             let mut sub = (**sub).clone();
             sub.heredocs = node.heredocs.clone();
-            let trigger = from_node(&sub)?;
+            let (trigger, trigger_error) = match from_node(&sub) {
+                Ok(t) => (Some(Box::new(t)), None),
+                Err(e) => (None, Some(e.message)),
+            };
             let mut expression = strip_keyword(&node.original).to_string();
             for h in &node.heredocs {
                 expression.push('\n');
@@ -579,7 +602,8 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
             }
             Kind::Onbuild {
                 expression,
-                trigger: Box::new(trigger),
+                trigger,
+                trigger_error,
             }
         }
         _ => {
@@ -605,6 +629,7 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
         keyword_raw: node.keyword_raw.clone(),
         original: node.original.clone(),
         kind,
+        ignored_flags,
     })
 }
 
@@ -624,7 +649,7 @@ pub fn valid_stage_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
 }
 
-fn validate_checksum(sum: &str) -> Result<(), String> {
+pub fn validate_checksum(sum: &str) -> Result<(), String> {
     let Some((alg, hex)) = sum.split_once(':') else {
         return Err(format!(
             "invalid checksum digest format {sum:?} (expected sha256:<hex>)"
@@ -636,10 +661,6 @@ fn validate_checksum(sum: &str) -> Result<(), String> {
         "sha512" => 128,
         _ => return Err(format!("unsupported checksum digest algorithm {alg:?}")),
     };
-    // Variables may still be unexpanded here; only check literal values.
-    if hex.contains('$') {
-        return Ok(());
-    }
     if hex.len() != want
         || !hex
             .chars()

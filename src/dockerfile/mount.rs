@@ -184,6 +184,29 @@ pub fn parse_size(value: &str) -> Option<u64> {
 /// Parses one `--mount` value. `expand` is applied to every value except
 /// `from`, which BuildKit resolves before expansion and so refuses
 /// variables in.
+/// The parse-time check BuildKit makes before variables are known: the
+/// CSV must split, and `from=` may not use a variable. Returns `from`.
+/// Everything else is checked by [`parse`] once values are expanded.
+pub fn scan(val: &str) -> Result<Option<String>, String> {
+    let mut from = None;
+    for field in csv_fields(val)? {
+        if let Some((key, value)) = field.split_once('=') {
+            if key.eq_ignore_ascii_case("from") {
+                check_from(value)?;
+                from = Some(value.to_string());
+            }
+        }
+    }
+    Ok(from)
+}
+
+fn check_from(value: &str) -> Result<(), String> {
+    if value.find('$').is_some_and(|i| i + 1 != value.len()) {
+        return Err("'from' doesn't support variable expansion, define alias stage instead".into());
+    }
+    Ok(())
+}
+
 pub fn parse(val: &str, expand: &dyn Fn(&str) -> Result<String, String>) -> Result<Mount, String> {
     let fields = csv_fields(val)?;
     let mut m = Mount::default();
@@ -345,9 +368,6 @@ pub fn parse(val: &str, expand: &dyn Fn(&str) -> Result<String, String>) -> Resu
         if m.source.is_some() && m.id.is_some() {
             return Err("both source and id can't be set".into());
         }
-    }
-    if m.kind == MountType::Tmpfs && m.from.is_some() {
-        return Err("tmpfs mount should not have a from".into());
     }
     Ok(m)
 }

@@ -273,8 +273,16 @@ fn node_from_line(line: &str, escape: char, pos: Pos) -> Result<Node, ParseError
             }
         }
         "ONBUILD" => {
+            let first = rest.split(is_space).next().unwrap_or_default();
             if rest.is_empty() {
                 Args::Empty
+            } else if first.eq_ignore_ascii_case("ONBUILD") {
+                // Refused here, before recursing: a line of thousands of
+                // ONBUILDs must not exhaust the stack.
+                return Err(Diagnostic::error(
+                    pos,
+                    "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+                ));
             } else {
                 let offset = line.find(rest).unwrap_or(0);
                 let sub_col = pos.col + line[..offset].chars().count();

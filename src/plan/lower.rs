@@ -6,8 +6,9 @@
 
 use super::graph::{self, Edge};
 use super::platform::Platform;
+use super::refs::Refs;
 use super::scope::{self, StageScope, PROXY_ARGS};
-use super::stage::{Refs, StageCtx};
+use super::stage::StageCtx;
 use super::{error_at, Base, BaseConfig, ImageResolver, Plan, PlanOptions, Source, Stage};
 use crate::dockerfile::diag::{suggest, Diagnostic, Pos};
 use crate::dockerfile::instructions::{self, Instruction, Kind};
@@ -97,9 +98,10 @@ pub fn plan(
         };
         for d in decls {
             consumed.insert(d.name.clone());
-            let default = match &d.default {
-                Some(def) => Some(expand(&lexer, def, &global_env, ins.pos)?),
-                None => None,
+            // A build-arg wins verbatim; the default is then not expanded.
+            let default = match (&d.default, opts.build_args.contains_key(&d.name)) {
+                (Some(def), false) => Some(expand(&lexer, def, &global_env, ins.pos)?),
+                _ => None,
             };
             if let Some(def) = &d.default {
                 // For InvalidDefaultArgInFrom: the defaults alone.
@@ -233,55 +235,81 @@ pub fn plan(
         idx = end;
     }
 
-    // Edges: FROM <earlier stage>, COPY --from, RUN --mount from=.
+    // Edges: FROM <earlier stage>, COPY --from, RUN --mount from=, and the
+    // same inside ONBUILD triggers that a stage inherits from its base stage.
     let names: Vec<Option<String>> = raw.iter().map(|s| s.name.clone()).collect();
     let mut edges: Vec<Vec<Edge>> = vec![Vec::new(); raw.len()];
     let mut bases: Vec<Base> = Vec::new();
     for (i, st) in raw.iter().enumerate() {
-        // BuildKit matches the base against earlier stage names exactly.
-        let base = if st.base == "scratch" {
-            Base::Scratch
-        } else if let Some(j) = names[..i]
+        // BuildKit matches the base against earlier stage names exactly,
+        // before treating `scratch` as the empty image.
+        let base = if let Some(j) = names[..i]
             .iter()
             .position(|n| n.as_deref() == Some(st.base.as_str()))
         {
             edges[i].push(Edge {
                 to: j,
                 pos: st.from.pos,
+                value: st.base.clone(),
+                what: "build from",
+                end_line: st.from.end_line,
             });
             Base::Stage { index: j }
+        } else if st.base == "scratch" {
+            Base::Scratch
         } else {
+            reference::validate(&st.base).map_err(|why| {
+                let mut d = error_at(st.from.pos, format!("invalid base image reference {:?}: {why}", st.base))
+                    .with_token(st.base.clone());
+                let lower = st.base.to_lowercase();
+                if names[..i].iter().any(|n| n.as_deref() == Some(lower.as_str())) {
+                    d = d.with_hint(format!("FROM matches stage names exactly: write `FROM {lower}` to build on that stage"));
+                }
+                d
+            })?;
             Base::Image {
                 reference: st.base.clone(),
             }
+        };
+        let inherited: Vec<&Instruction> = match &base {
+            Base::Stage { index } => raw[*index]
+                .body
+                .iter()
+                .filter_map(|ins| match &ins.kind {
+                    Kind::Onbuild { trigger, .. } => trigger.as_deref(),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
         };
         bases.push(base);
         let refs = Refs {
             names: &names,
             current: i,
         };
-        for ins in st.body {
-            for (from, what, pos) in from_refs(ins)? {
+        let mut scratch = Vec::new();
+        for ins in st.body.iter().chain(inherited) {
+            for (value, what, pos) in from_refs(ins)? {
                 let token = if what == "copy from" {
                     "--from"
                 } else {
                     "from="
                 };
                 let resolved = refs
-                    .resolve(&from, what, pos)
+                    .lookup(&value, pos, &mut scratch)
                     .map_err(|d| d.with_token(token).spanning(ins.end_line))?;
                 if let Source::Stage { index } = resolved {
-                    edges[i].push(Edge { to: index, pos });
+                    edges[i].push(Edge {
+                        to: index,
+                        pos,
+                        value,
+                        what,
+                        end_line: ins.end_line,
+                    });
                 }
             }
         }
     }
-    let display: Vec<String> = raw
-        .iter()
-        .enumerate()
-        .map(|(i, s)| s.name.clone().unwrap_or_else(|| format!("stage-{i}")))
-        .collect();
-    graph::check_cycles(&edges, &display)?;
 
     let target = match &opts.target {
         None => raw.len() - 1,
@@ -308,9 +336,29 @@ pub fn plan(
             }
         }
     };
-    let (_, mut order) = graph::reachable_order(&edges, target);
-    if opts.all_stages {
-        order = (0..raw.len()).collect();
+    // Every stage the target needs, in Dockerfile order. References must
+    // point backwards (checked here, for the stages that are built, as
+    // BuildKit does), so Dockerfile order has dependencies first.
+    let order: Vec<usize> = if opts.all_stages {
+        (0..raw.len()).collect()
+    } else {
+        graph::reachable(&edges, target).into_iter().collect()
+    };
+    let available: BTreeSet<usize> = order.iter().copied().collect();
+    for &i in &order {
+        let refs = Refs {
+            names: &names,
+            current: i,
+        };
+        for e in &edges[i] {
+            let token = if e.what == "copy from" {
+                "--from"
+            } else {
+                "from="
+            };
+            refs.check_order(&Source::Stage { index: e.to }, &e.value, e.what, e.pos)
+                .map_err(|d| d.with_token(token).spanning(e.end_line))?;
+        }
     }
 
     // Plan each stage, dependencies first.
@@ -335,10 +383,16 @@ pub fn plan(
                 }
             }
         };
+        let windows = stage_platform.os == "windows";
         if sc.shell.is_empty() {
-            sc.shell = vec!["/bin/sh".into(), "-c".into()];
+            sc.shell = if windows {
+                vec!["cmd".into(), "/S".into(), "/C".into()]
+            } else {
+                vec!["/bin/sh".into(), "-c".into()]
+            };
         }
-        if matches!(bases[i], Base::Scratch | Base::Image { .. }) {
+        // BuildKit's default PATH is for Linux; Windows gets none.
+        if matches!(bases[i], Base::Scratch | Base::Image { .. }) && !windows {
             sc.ensure_path();
         }
         // ONBUILD triggers of the base run first and are not inherited further.
@@ -349,6 +403,7 @@ pub fn plan(
                 names: &names,
                 current: i,
             },
+            available: &available,
             build_args: &opts.build_args,
             global_env: &global_env,
             sc,
@@ -411,7 +466,7 @@ pub fn plan(
 
     let pruned = (0..raw.len())
         .filter(|i| !stages.contains_key(i))
-        .map(|i| display[i].clone())
+        .map(|i| raw[i].name.clone().unwrap_or_else(|| format!("stage-{i}")))
         .collect();
     Ok(Plan {
         target,
@@ -421,6 +476,7 @@ pub fn plan(
         pruned,
         global_args,
         warnings,
+        checks: opts.checks.clone(),
     })
 }
 
@@ -464,10 +520,10 @@ fn from_refs(ins: &Instruction) -> Result<Vec<(String, &'static str, Pos)>, Diag
             }
         }
         Kind::Run(r) => {
-            for m in &r.mounts {
-                let parsed = mount::parse(m, &|w: &str| Ok(w.to_string()))
-                    .map_err(|e| error_at(ins.pos, e))?;
-                if let Some(f) = parsed.from {
+            for (n, m) in r.mounts.iter().enumerate() {
+                let from = mount::scan(m)
+                    .map_err(|e| error_at(ins.pos, e).with_token_nth("--mount", n))?;
+                if let Some(f) = from {
                     out.push((f, "mount from", ins.pos));
                 }
             }

@@ -11,6 +11,7 @@
 mod graph;
 mod lower;
 pub mod platform;
+mod refs;
 pub mod render;
 mod scope;
 mod stage;
@@ -56,7 +57,7 @@ impl ImageResolver for NoResolver {
 pub struct PlanOptions {
     /// `--build-arg` values.
     pub build_args: BTreeMap<String, String>,
-    /// `--target`: a stage name or index; the last stage when absent.
+    /// `--target`: a stage name; the last stage when absent.
     pub target: Option<String>,
     /// The platform being built for.
     pub platform: Platform,
@@ -98,6 +99,25 @@ pub struct Plan {
     pub global_args: Vec<(String, Option<String>)>,
     #[serde(skip)]
     pub warnings: Vec<Diagnostic>,
+    /// The build-check settings in force (`# check=`, or the build-arg).
+    #[serde(skip)]
+    pub checks: CheckConfig,
+}
+
+impl Plan {
+    /// With `error=true`, the warnings are a failure: the rule names, sorted.
+    pub fn lint_violations(&self) -> Option<String> {
+        if !self.checks.error || self.warnings.is_empty() {
+            return None;
+        }
+        let mut rules: Vec<&str> = self.warnings.iter().filter_map(|w| w.rule).collect();
+        rules.sort_unstable();
+        rules.dedup();
+        Some(format!(
+            "lint violation found for rules: {}",
+            rules.join(", ")
+        ))
+    }
 }
 
 /// What a stage starts from.
@@ -293,15 +313,16 @@ pub fn plan_source(
     opts: &PlanOptions,
     resolver: &dyn ImageResolver,
 ) -> Result<Plan, PlanError> {
+    let lines = crate::dockerfile::diag::SourceLines::new(src);
     plan_unlocated(src, opts, resolver)
         .map(|mut plan| {
             for w in &mut plan.warnings {
-                w.locate(src);
+                w.locate_in(&lines);
             }
             plan
         })
         .map_err(|mut e| {
-            e.locate(src);
+            e.locate_in(&lines);
             e
         })
 }
@@ -320,7 +341,12 @@ fn plan_unlocated(
     }
     let instructions = crate::dockerfile::instructions::from_dockerfile(&df)?;
     let mut opts = opts.clone();
-    opts.checks = df.directives.check_config.clone();
+    // The BUILDKIT_DOCKERFILE_CHECK build-arg replaces the directive.
+    opts.checks = match opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
+        Some(v) => crate::dockerfile::directives::parse_check_value(v)
+            .map_err(|m| error_at(Pos::new(0, 0), format!("BUILDKIT_DOCKERFILE_CHECK: {m}")))?,
+        None => df.directives.check_config.clone(),
+    };
     let mut plan = lower::plan(&instructions, df.directives.escape, &opts, resolver)?;
     let mut warnings = df.warnings.clone();
     warnings.extend(crate::check::lint(&instructions));
@@ -329,6 +355,7 @@ fn plan_unlocated(
     warnings.sort_by_key(|w| w.pos);
     warnings.dedup();
     plan.warnings = warnings;
+    plan.checks = opts.checks.clone();
     Ok(plan)
 }
 

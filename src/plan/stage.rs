@@ -4,8 +4,11 @@
 //! WorkdirRelativePath, JSONArgsRecommended, ...), as BuildKit does at
 //! dispatch time.
 
+use super::refs::Refs;
 use super::scope::StageScope;
-use super::values::{check_chmod, check_signal, clean_path, is_remote, parse_port, resolve_path};
+use super::values::{
+    check_chmod, check_signal, clean_path, go_base, is_remote, parse_port, resolve_path,
+};
 use super::{error_at, health_op, CopyOp, Op, PlannedMount, RunFile, Source, Step};
 use crate::dockerfile::diag::{suggest, Diagnostic, Pos};
 use crate::dockerfile::heredoc;
@@ -14,84 +17,12 @@ use crate::dockerfile::mount::{self, MountType};
 use crate::dockerfile::shell::{Env, Lexer};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// How `--from` values and stage names resolve, for one stage.
-pub struct Refs<'a> {
-    pub names: &'a [Option<String>],
-    /// Index of the stage being planned: references must point before it.
-    pub current: usize,
-}
-
-impl Refs<'_> {
-    /// Where a `--from` (or mount `from=`) value points. Stage references
-    /// must name an earlier stage, as in BuildKit.
-    pub fn resolve(&self, value: &str, what: &str, pos: Pos) -> Result<Source, Diagnostic> {
-        let names = self.names;
-        let here = names
-            .get(self.current)
-            .cloned()
-            .flatten()
-            .unwrap_or_else(|| format!("stage-{}", self.current));
-        let earlier = |i: usize| -> Result<Source, Diagnostic> {
-            if i < self.current {
-                Ok(Source::Stage { index: i })
-            } else if i == self.current {
-                Err(error_at(
-                    pos,
-                    format!("circular dependency detected on stage: {here} ({what} {value:?} refers to the stage itself)"),
-                ))
-            } else {
-                Err(error_at(
-                    pos,
-                    format!("cannot {what} stage {value:?}: it needs to be defined before the current stage {here:?}"),
-                ))
-            }
-        };
-        if let Ok(index) = value.parse::<i64>() {
-            return match usize::try_from(index).ok().filter(|i| *i < names.len()) {
-                Some(i) => earlier(i),
-                None => Err(error_at(
-                    pos,
-                    format!(
-                        "invalid stage index {index}: the Dockerfile has {} stage(s), numbered from 0",
-                        names.len()
-                    ),
-                )),
-            };
-        }
-        let lower = value.to_lowercase();
-        if let Some(i) = names
-            .iter()
-            .position(|n| n.as_deref() == Some(lower.as_str()))
-        {
-            return earlier(i);
-        }
-        if value.contains('$') {
-            return Err(error_at(
-                pos,
-                format!("variable expansion is not supported for --from ({value:?}): define a stage with `FROM {value} AS name` (global ARGs work there) and use --from=name"),
-            ));
-        }
-        // A bare word close to a stage name is almost surely a typo, not an
-        // image on Docker Hub: say so instead of trying to pull it.
-        if !value.contains([':', '/', '@']) {
-            let stage_names: Vec<&str> = names.iter().flatten().map(String::as_str).collect();
-            if let Some(s) = suggest(value, &stage_names) {
-                return Err(error_at(
-                    pos,
-                    format!("stage {value:?} not found (did you mean {s:?}?); to use an image of that name, write it with a tag, e.g. {value}:latest"),
-                ));
-            }
-        }
-        Ok(Source::Image {
-            reference: value.to_string(),
-        })
-    }
-}
-
 /// Planning state for one stage.
 pub struct StageCtx<'a> {
     pub lexer: Lexer,
     pub refs: Refs<'a>,
+    /// Stages planned in this build (references must stay inside it).
+    pub available: &'a BTreeSet<usize>,
     /// `--build-arg` values.
     pub build_args: &'a BTreeMap<String, String>,
     /// Global ARG values, automatic platform ARGs included.
@@ -180,10 +111,21 @@ impl StageCtx<'_> {
         };
         let s = self
             .refs
-            .resolve(value, what, pos)
+            .resolve(value, what, pos, self.warnings)
             .map_err(|d| d.with_token(token))?;
-        if let Source::Image { reference } = &s {
-            self.image_deps.insert(reference.clone());
+        match &s {
+            Source::Image { reference } => {
+                self.image_deps.insert(reference.clone());
+            }
+            Source::Stage { index } if !self.available.contains(index) => {
+                // Only an ONBUILD trigger of a base image can get here.
+                return Err(error_at(
+                    pos,
+                    format!("{what} stage {value:?}: that stage is not part of this build"),
+                )
+                .with_token(token));
+            }
+            _ => {}
         }
         Ok(s)
     }
@@ -382,8 +324,10 @@ impl StageCtx<'_> {
                 if single.is_some() {
                     // `RUN <<EOF`: the body is the command, or, with a
                     // shebang, a file under /dev/pipes/ that is executed.
+                    // BuildKit tests the raw body (before `<<-` tab
+                    // stripping) for the shebang.
                     let body = first.body();
-                    if body.starts_with("#!") {
+                    if first.content.starts_with("#!") {
                         let path = format!("/dev/pipes/{}", first.name);
                         files.push(RunFile {
                             path: path.clone(),
@@ -410,7 +354,7 @@ impl StageCtx<'_> {
         };
         let mut mounts = Vec::new();
         let mut ssh_n = 0;
-        for m in &r.mounts {
+        for (n, m) in r.mounts.iter().enumerate() {
             let run_env = self.sc.run_env.clone();
             let lexer = self.lexer;
             let unmatched = std::cell::RefCell::new(BTreeSet::new());
@@ -424,7 +368,7 @@ impl StageCtx<'_> {
                     .map_err(|e| e.message)
             };
             let mut parsed =
-                mount::parse(m, &exp).map_err(|e| error_at(pos, e).with_token("--mount"))?;
+                mount::parse(m, &exp).map_err(|e| error_at(pos, e).with_token_nth("--mount", n))?;
             self.report_undefined(&unmatched.into_inner(), pos);
             let from_source = match &parsed.from {
                 Some(f) => Some(self.source(f, "mount from", pos)?),
@@ -436,12 +380,7 @@ impl StageCtx<'_> {
                         .source
                         .clone()
                         .or_else(|| parsed.id.clone())
-                        .or_else(|| {
-                            parsed
-                                .target
-                                .as_deref()
-                                .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
-                        })
+                        .or_else(|| parsed.target.as_deref().map(go_base))
                         .or_else(|| parsed.env.clone());
                     let Some(id) = id.filter(|i| !i.is_empty()) else {
                         return Err(error_at(
@@ -450,7 +389,7 @@ impl StageCtx<'_> {
                         ));
                     };
                     if parsed.target.is_none() && parsed.env.is_none() {
-                        parsed.target = Some(format!("/run/secrets/{id}"));
+                        parsed.target = Some(format!("/run/secrets/{}", go_base(&id)));
                     }
                     parsed.id = Some(id);
                 }
@@ -472,11 +411,17 @@ impl StageCtx<'_> {
                 }
                 _ => {}
             }
-            if parsed.target.is_some() || parsed.kind != MountType::Secret {
+            // Secret and ssh targets are used as given; the others are
+            // taken against WORKDIR and may not cover `/`.
+            if !matches!(parsed.kind, MountType::Secret | MountType::Ssh) {
                 let t = parsed.target.clone().unwrap_or_default();
                 let abs = resolve_path(&self.sc.workdir, &t, false);
                 if abs == "/" {
-                    return Err(error_at(pos, format!("invalid mount target {t:?}: a mount cannot cover / (set target=/some/path)")));
+                    return Err(error_at(
+                        pos,
+                        format!("invalid mount target {t:?}: a mount cannot cover / (set target=/some/path)"),
+                    )
+                    .with_token_nth("--mount", n));
                 }
                 parsed.target = Some(abs);
             }
@@ -539,9 +484,11 @@ impl StageCtx<'_> {
             }
             sources.push(v);
         }
+        // Heredoc bodies expand with `\` as the escape whatever the
+        // Dockerfile's escape directive says, and keep their quotes.
         let heredoc_lexer = Lexer {
             skip_process_quotes: true,
-            ..self.lexer
+            ..Lexer::new('\\')
         };
         let mut inline = Vec::new();
         for src in &c.inline {
@@ -550,6 +497,7 @@ impl StageCtx<'_> {
                 let exp = heredoc_lexer
                     .process_word(&s.data, &self.sc.run_env)
                     .map_err(|e| error_at(pos, e.message))?;
+                self.report_undefined(&exp.unmatched, pos);
                 s.data = exp.value;
             }
             inline.push(s);
@@ -565,7 +513,9 @@ impl StageCtx<'_> {
             check_chmod(m).map_err(|e| error_at(pos, e).with_token("--chmod"))?;
         }
         let checksum = self.opt_x(&c.checksum, pos)?;
-        if checksum.is_some() {
+        if let Some(sum) = &checksum {
+            instructions::validate_checksum(sum)
+                .map_err(|m| error_at(pos, m).with_token("--checksum"))?;
             if sources.len() > 1 {
                 return Err(error_at(
                     pos,

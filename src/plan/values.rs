@@ -53,6 +53,19 @@ pub fn clean_path(p: &str) -> String {
     }
 }
 
+/// Go's `path.Base`: the last element, trailing slashes ignored; `"."`
+/// for an empty path and `"/"` for the root.
+pub fn go_base(p: &str) -> String {
+    if p.is_empty() {
+        return ".".into();
+    }
+    let trimmed = p.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return "/".into();
+    }
+    trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
+}
+
 pub fn is_remote(s: &str) -> bool {
     s.starts_with("http://")
         || s.starts_with("https://")
@@ -95,41 +108,57 @@ pub fn check_chmod(mode: &str) -> Result<(), String> {
     }
 }
 
-/// EXPOSE values: `80`, `80/tcp`, `8000-8010/udp` → `["80/tcp", ...]`.
+/// EXPOSE values, read as docker's `nat.ParsePortSpecs` reads them:
+/// `[ip:][hostPort:]port[-end][/proto]`; only the container ports count.
+/// `80` → `["80/tcp"]`, `8000-8002/udp` → three ports.
 pub fn parse_port(spec: &str) -> Result<Vec<String>, String> {
-    let (port, proto) = match spec.split_once('/') {
-        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
-        None => (spec, "tcp".to_string()),
+    let mut parts = spec.split('/');
+    let port_part = parts.next().unwrap_or_default();
+    if port_part.is_empty() {
+        return Err(format!("no port specified: {spec}<empty>"));
+    }
+    let proto = match parts.next() {
+        Some(p) if !p.is_empty() => p.to_ascii_lowercase(),
+        _ => "tcp".to_string(),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
         return Err(format!(
             "invalid proto: {proto} (EXPOSE takes tcp, udp or sctp)"
         ));
     }
-    if port.contains(':') {
-        return Err(format!("invalid port {spec:?}: EXPOSE takes container ports only, not ip:host:container mappings"));
-    }
-    let num = |s: &str| -> Result<u16, String> {
-        s.parse::<u16>()
-            .map_err(|_| format!("invalid containerPort: {spec}"))
-    };
-    let (lo, hi) = match port.split_once('-') {
-        Some((a, b)) => (num(a)?, num(b)?),
-        None => {
-            let p = num(port)?;
-            (p, p)
+    let fields: Vec<&str> = port_part.split(':').collect();
+    let container = fields[fields.len() - 1];
+    let range = |s: &str, what: &str| -> Result<(u16, u16), String> {
+        let num = |x: &str| x.parse::<u16>().map_err(|_| format!("invalid {what}: {s}"));
+        let (lo, hi) = match s.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => {
+                let p = num(s)?;
+                (p, p)
+            }
+        };
+        if hi < lo {
+            return Err(format!(
+                "invalid {what}: {s} (the range ends before it starts)"
+            ));
         }
+        Ok((lo, hi))
     };
-    if hi < lo {
-        return Err(format!("invalid port range: {port}"));
+    if fields.len() >= 2 {
+        let host = fields[fields.len() - 2];
+        if !host.is_empty() {
+            range(host, "hostPort")?;
+        }
     }
+    let (lo, hi) = range(container, "containerPort")?;
     Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
 }
 
 /// STOPSIGNAL: a number or a signal name, `SIG` optional.
 pub fn check_signal(sig: &str) -> Result<(), String> {
-    if let Ok(n) = sig.parse::<u32>() {
-        return if (1..=64).contains(&n) {
+    // As moby's ParseSignal: any non-zero number is taken as is.
+    if let Ok(n) = sig.parse::<i64>() {
+        return if n != 0 {
             Ok(())
         } else {
             Err(format!("Invalid signal: {sig}"))
@@ -152,7 +181,7 @@ pub fn check_signal(sig: &str) -> Result<(), String> {
             .and_then(|n| n.parse::<u32>().ok())
             .is_some_and(|n| (1..=15).contains(&n))
     };
-    if rt("RTMIN", '+') || rt("RTMAX", '-') {
+    if rt("RTMIN", '+') || (rt("RTMAX", '-') && !name.ends_with("-15")) {
         return Ok(());
     }
     Err(format!("Invalid signal: {sig}"))
@@ -182,11 +211,23 @@ mod tests {
     }
 
     #[test]
+    fn base_like_go() {
+        assert_eq!(go_base("a/b/"), "b");
+        assert_eq!(go_base("/run/secrets/x"), "x");
+        assert_eq!(go_base(""), ".");
+        assert_eq!(go_base("///"), "/");
+    }
+
+    #[test]
     fn ports() {
         assert_eq!(parse_port("80").unwrap(), vec!["80/tcp"]);
         assert_eq!(parse_port("53/UDP").unwrap(), vec!["53/udp"]);
         assert_eq!(parse_port("8000-8002/sctp").unwrap().len(), 3);
         assert!(parse_port("80/icmp").is_err());
+        assert_eq!(parse_port("127.0.0.1:8080:80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(parse_port("80/").unwrap(), vec!["80/tcp"]);
+        assert!(parse_port("x:80").is_err());
+        assert!(parse_port("/tcp").is_err());
         assert!(parse_port("99999").is_err());
         assert!(parse_port("x").is_err());
     }
@@ -209,5 +250,8 @@ mod tests {
         assert!(check_signal("SIGRTMIN+3").is_ok());
         assert!(check_signal("SIGFOO").is_err());
         assert!(check_signal("0").is_err());
+        assert!(check_signal("100").is_ok());
+        assert!(check_signal("SIGRTMAX-14").is_ok());
+        assert!(check_signal("SIGRTMAX-15").is_err());
     }
 }

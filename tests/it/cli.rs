@@ -337,3 +337,34 @@ fn progress_modes_are_parsed_and_reported_as_not_implemented() {
     let o = kiln(dir.path(), &["build", "--dry-run", "--progress=auto", "."]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn build_honours_check_error_true() {
+    let dir = context("# check=error=true\nFROM alpine\nMAINTAINER x\n");
+    let o = kiln(dir.path(), &["build", "--dry-run", "."]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("lint violation found for rules: MaintainerDeprecated"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn thousands_of_nested_onbuilds_are_an_error_not_a_crash() {
+    let dir = context("FROM scratch\n");
+    let input = format!("FROM a\n{}RUN x\n", "ONBUILD ".repeat(20_000));
+    let o = kiln_stdin(dir.path(), &["check", "-f", "-"], &input);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("Chaining ONBUILD"),
+        "{}",
+        &err[..err.len().min(300)]
+    );
+    assert!(
+        err.len() < 2000,
+        "the long line is shown as a window, got {} bytes",
+        err.len()
+    );
+}

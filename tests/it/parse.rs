@@ -50,20 +50,28 @@ fn negative_cases_fail_at_the_right_line() {
         let src = read_text(&case.join("Dockerfile"));
         let expect = read_text(&case.join("expect"));
         let mut lines = expect.lines();
-        let line: usize = lines
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .expect("expect: line number");
+        // `LINE` or `LINE:COL`.
+        let at = lines.next().unwrap_or_default().trim().to_string();
+        let (line, col) = match at.split_once(':') {
+            Some((l, c)) => (
+                l.parse::<usize>().expect("line"),
+                Some(c.parse::<usize>().expect("col")),
+            ),
+            None => (at.parse::<usize>().expect("line"), None),
+        };
         let msg = lines.next().unwrap_or_default();
         match plan_source(&src, &PlanOptions::default(), &NoResolver) {
             Ok(_) => failures.push(format!(
                 "{name}: planned without error, expected {msg:?} at line {line}"
             )),
             Err(e) => {
-                if e.pos.line != line || !e.message.contains(msg) {
+                if e.pos.line != line
+                    || col.is_some_and(|c| c != e.pos.col)
+                    || !e.message.contains(msg)
+                {
                     failures.push(format!(
-                        "{name}: got line {} {:?}, expected line {line} containing {msg:?}",
-                        e.pos.line, e.message
+                        "{name}: got {}:{} {:?}, expected {at} containing {msg:?}",
+                        e.pos.line, e.pos.col, e.message
                     ));
                 }
             }
