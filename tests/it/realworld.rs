@@ -54,6 +54,17 @@ fn realworld_dockerfiles_plan_without_errors() {
                 if plan.stages.is_empty() {
                     failures.push(format!("{name}: empty plan"));
                 }
+                // `kiln check` plans every stage, not only the target's.
+                let all = PlanOptions {
+                    all_stages: true,
+                    ..options(case)
+                };
+                if let Err(e) = plan_source(&src, &all, &NoResolver) {
+                    failures.push(format!(
+                        "{name} (all stages): {}:{}: {}",
+                        e.pos.line, e.pos.col, e.message
+                    ));
+                }
                 let fixture = root()
                     .join("fixtures/realworld")
                     .join(format!("{name}.json"));
