@@ -352,7 +352,7 @@ fn parse_json(rest: &str, pos: Pos) -> Result<Option<Vec<String>>, ParseError> {
             serde_json::Value::String(s) => Ok(s),
             _ => Err(Diagnostic::error(
                 pos,
-                "JSON arrays in Dockerfile instructions must contain only strings",
+                "when using JSON array syntax, arrays must be comprised of strings only",
             )),
         })
         .collect::<Result<Vec<_>, _>>()

@@ -91,7 +91,7 @@ pub fn plan(
             return Err(error_at(
                 ins.pos,
                 format!(
-                    "{} is not allowed before the first FROM: only ARG, parser directives and comments may come first",
+                    "no build stage in current context: {} comes before the first FROM, where only ARG may",
                     ins.keyword()
                 ),
             ));

@@ -95,7 +95,7 @@ impl Refs<'_> {
         if *index > self.current {
             return Err(error_at(
                 pos,
-                format!("cannot {what} stage {value:?}: it needs to be defined before the current stage {here:?}"),
+                format!("cannot {what} stage {value:?}, it needs to be defined before current stage {here:?}"),
             ));
         }
         Ok(())

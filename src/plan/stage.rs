@@ -525,7 +525,7 @@ impl StageCtx<'_> {
             if let Some(s) = sources.iter().find(|s| !is_remote(s)) {
                 return Err(error_at(
                     pos,
-                    format!("checksum can't be specified for non-HTTP(S) or git sources ({s:?})"),
+                    format!("checksum can't be specified for non-HTTP sources ({s:?} is a local path; URLs and git sources take one)"),
                 ));
             }
         }

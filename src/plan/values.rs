@@ -123,13 +123,13 @@ pub fn parse_port(spec: &str) -> Result<Vec<String>, String> {
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
         return Err(format!(
-            "invalid proto: {proto} (EXPOSE takes tcp, udp or sctp)"
+            "Invalid proto: {proto} (EXPOSE takes tcp, udp or sctp)"
         ));
     }
     let fields: Vec<&str> = port_part.split(':').collect();
     let container = fields[fields.len() - 1];
     let range = |s: &str, what: &str| -> Result<(u16, u16), String> {
-        let num = |x: &str| x.parse::<u16>().map_err(|_| format!("invalid {what}: {s}"));
+        let num = |x: &str| x.parse::<u16>().map_err(|_| format!("Invalid {what}: {s}"));
         let (lo, hi) = match s.split_once('-') {
             Some((a, b)) => (num(a)?, num(b)?),
             None => {
@@ -161,7 +161,7 @@ pub fn check_signal(sig: &str) -> Result<(), String> {
         return if n != 0 {
             Ok(())
         } else {
-            Err(format!("Invalid signal: {sig}"))
+            Err(format!("invalid signal: {sig}"))
         };
     }
     let upper = sig.to_ascii_uppercase();
@@ -184,7 +184,7 @@ pub fn check_signal(sig: &str) -> Result<(), String> {
     if rt("RTMIN", '+') || (rt("RTMAX", '-') && !name.ends_with("-15")) {
         return Ok(());
     }
-    Err(format!("Invalid signal: {sig}"))
+    Err(format!("invalid signal: {sig}"))
 }
 
 #[cfg(test)]

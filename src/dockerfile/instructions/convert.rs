@@ -122,7 +122,7 @@ pub fn from_node(node: &Node) -> Result<Instruction, Diagnostic> {
                 if !matches!(n.as_str(), "default" | "none" | "host") {
                     return Err(err(
                         node,
-                        format!("network mode {n:?} not supported (use default, none or host)"),
+                        format!("invalid network mode {n:?} (use default, none or host)"),
                     )
                     .with_token("--network"));
                 }
@@ -490,12 +490,15 @@ pub fn validate_checksum(sum: &str) -> Result<(), String> {
             "invalid checksum digest format {sum:?} (expected sha256:<hex>)"
         ));
     };
-    let want = match alg {
-        "sha256" => 64,
-        "sha384" => 96,
-        "sha512" => 128,
-        _ => return Err(format!("unsupported checksum digest algorithm {alg:?}")),
-    };
+    let want =
+        match alg {
+            "sha256" => 64,
+            "sha384" => 96,
+            "sha512" => 128,
+            _ => return Err(format!(
+                "unsupported digest algorithm {alg:?} in --checksum (use sha256, sha384 or sha512)"
+            )),
+        };
     if hex.len() != want
         || !hex
             .chars()
