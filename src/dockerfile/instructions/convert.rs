@@ -490,15 +490,16 @@ pub fn validate_checksum(sum: &str) -> Result<(), String> {
             "invalid checksum digest format {sum:?} (expected sha256:<hex>)"
         ));
     };
-    let want =
-        match alg {
-            "sha256" => 64,
-            "sha384" => 96,
-            "sha512" => 128,
-            _ => return Err(format!(
+    let want = match alg {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => {
+            return Err(format!(
                 "unsupported digest algorithm {alg:?} in --checksum (use sha256, sha384 or sha512)"
-            )),
-        };
+            ))
+        }
+    };
     if hex.len() != want
         || !hex
             .chars()
