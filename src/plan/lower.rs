@@ -6,7 +6,7 @@
 
 use super::graph::{self, Edge};
 use super::platform::Platform;
-use super::refs::Refs;
+use super::refs::{flag_token, Refs};
 use super::scope::{self, StageScope, PROXY_ARGS};
 use super::stage::StageCtx;
 use super::{error_at, Base, BaseConfig, ImageResolver, Plan, PlanOptions, Source, Stage};
@@ -290,11 +290,7 @@ pub fn plan(
         let mut scratch = Vec::new();
         for ins in st.body.iter().chain(inherited) {
             for (value, what, pos) in from_refs(ins)? {
-                let token = if what == "copy from" {
-                    "--from"
-                } else {
-                    "from="
-                };
+                let token = flag_token(what);
                 let resolved = refs
                     .lookup(&value, pos, &mut scratch)
                     .map_err(|d| d.with_token(token).spanning(ins.end_line))?;
@@ -351,11 +347,7 @@ pub fn plan(
             current: i,
         };
         for e in &edges[i] {
-            let token = if e.what == "copy from" {
-                "--from"
-            } else {
-                "from="
-            };
+            let token = flag_token(e.what);
             refs.check_order(&Source::Stage { index: e.to }, &e.value, e.what, e.pos)
                 .map_err(|d| d.with_token(token).spanning(e.end_line))?;
         }

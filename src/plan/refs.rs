@@ -7,6 +7,15 @@ use super::{error_at, Source};
 use crate::dockerfile::diag::{suggest, Diagnostic, Pos};
 use crate::image::reference;
 
+/// The flag text to point a caret at for a reference of kind `what`.
+pub fn flag_token(what: &str) -> &'static str {
+    if what == "copy from" {
+        "--from"
+    } else {
+        "from="
+    }
+}
+
 /// How references resolve for one stage.
 pub struct Refs<'a> {
     pub names: &'a [Option<String>],

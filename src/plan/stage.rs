@@ -4,7 +4,7 @@
 //! WorkdirRelativePath, JSONArgsRecommended, ...), as BuildKit does at
 //! dispatch time.
 
-use super::refs::Refs;
+use super::refs::{flag_token, Refs};
 use super::scope::StageScope;
 use super::values::{
     check_chmod, check_signal, clean_path, go_base, is_remote, parse_port, resolve_path,
@@ -104,11 +104,7 @@ impl StageCtx<'_> {
     }
 
     fn source(&mut self, value: &str, what: &str, pos: Pos) -> Result<Source, Diagnostic> {
-        let token = if what == "copy from" {
-            "--from"
-        } else {
-            "from="
-        };
+        let token = flag_token(what);
         let s = self
             .refs
             .resolve(value, what, pos, self.warnings)

@@ -9,17 +9,7 @@ pub fn resolve_path(dir: &str, p: &str, keep_slash: bool) -> String {
     } else {
         format!("/{dir}/{p}")
     };
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in joined.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
-        }
-    }
-    let mut out = format!("/{}", parts.join("/"));
+    let mut out = clean_path(&joined);
     let dir_like =
         p.ends_with('/') || p == "." || p.ends_with("/.") || p == ".." || p.ends_with("/..");
     if keep_slash && dir_like && !out.ends_with('/') {
