@@ -6,6 +6,8 @@
 pub mod check;
 pub mod cli;
 pub mod cmd;
+pub mod context;
 pub mod dockerfile;
 pub mod image;
+pub mod layer;
 pub mod plan;

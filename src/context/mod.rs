@@ -1,0 +1,2 @@
+//! The build context: a directory seen through `.dockerignore`.
+pub mod ignore;
