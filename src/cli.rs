@@ -130,6 +130,16 @@ pub struct BuildArgs {
     /// The build context directory.
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
+    /// Extra named contexts: NAME=DIR, NAME=oci-layout://PATH[:TAG] or NAME=docker-image://REF.
+    #[arg(
+        long = "build-context",
+        value_name = "NAME=VALUE",
+        help_heading = "Input"
+    )]
+    pub build_contexts: Vec<String>,
+    /// Layer compression: gzip (the default), zstd or uncompressed.
+    #[arg(long, value_name = "ALGORITHM", help_heading = "Output")]
+    pub compression: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -374,22 +384,27 @@ impl BuildArgs {
         for s in &self.ssh {
             validate_ssh(s)?;
         }
+        for c in &self.build_contexts {
+            let (name, value) = c
+                .split_once('=')
+                .ok_or_else(|| usage(format!("--build-context {c:?}: expected NAME=VALUE")))?;
+            if name.is_empty() {
+                return Err(usage(format!("--build-context {c:?}: the name is empty")));
+            }
+            crate::build::NamedContext::parse(value)
+                .map_err(|e| usage(format!("--build-context {e}")))?;
+        }
+        if let Some(c) = &self.compression {
+            crate::layer::compress::Compression::parse(c)
+                .map_err(|e| usage(format!("--compression {c:?}: {e}")))?;
+        }
         let mut missing = Vec::new();
-        let checks: [(&'static str, bool); 14] = [
-            ("-t/--tag", !self.tags.is_empty()),
-            ("--label", !self.labels.is_empty()),
-            ("-o/--output", !self.outputs.is_empty()),
+        let checks: [(&'static str, bool); 5] = [
             ("--push", self.push),
-            ("--iidfile", self.iidfile.is_some()),
-            ("--metadata-file", self.metadata_file.is_some()),
-            ("--no-cache", self.no_cache),
             ("--pull", self.pull),
-            ("--cache-dir", self.cache_dir.is_some()),
             ("--secret", !self.secrets.is_empty()),
             ("--ssh", !self.ssh.is_empty()),
             ("--network", self.network.is_some()),
-            ("-q/--quiet", self.quiet),
-            ("--progress", self.progress != Progress::Auto),
         ];
         for (name, given) in checks {
             if given {

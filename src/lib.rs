@@ -2,12 +2,17 @@
 //!
 //! The pipeline, each stage narrowing the representation:
 //! `dockerfile` (bytes → typed instructions) → `plan` (stages and steps with
-//! resolved arguments, a DAG) → later: solver, snapshots, layers, exporters.
+//! resolved arguments, a DAG) → `build` (steps executed into snapshot
+//! directories and layers in the `store`) → `export` (OCI, docker, local, tar).
+pub mod build;
 pub mod check;
 pub mod cli;
 pub mod cmd;
 pub mod context;
 pub mod dockerfile;
+pub mod export;
 pub mod image;
 pub mod layer;
 pub mod plan;
+pub mod snapshot;
+pub mod store;

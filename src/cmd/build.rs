@@ -1,22 +1,28 @@
-//! `kiln build`. For now it plans (`--dry-run`); executing the plan comes
-//! with the solver.
+//! `kiln build`: plan the Dockerfile, execute the plan, write the outputs
+//! (`--dry-run` stops after planning and prints the plan).
 
 use super::{exit, read_dockerfile, render_all, Failure};
-use crate::cli::{BuildArgs, DryRun};
+use crate::build::{self, BuildOptions, NamedContext, StepError};
+use crate::cli::{BuildArgs, DockerfileSource, DryRun, Progress};
+use crate::dockerfile::diag::{Diagnostic, Pos};
+use crate::export::{self, Export, Output};
+use crate::layer::compress::Compression;
 use crate::plan::render;
 use crate::plan::{plan_source, NoResolver};
+use crate::store::Store;
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Runs `kiln build`; returns the exit code.
 pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
-    let settings = args
+    let mut settings = args
         .plan
         .resolve(&args.context, &|k| std::env::var(k).ok())
         .map_err(|e| Failure::usage(e.0))?;
     let missing = args.unimplemented().map_err(|e| Failure::usage(e.0))?;
-    if !missing.is_empty() {
+    if !missing.is_empty() && args.dry_run.is_none() {
         return Err(Failure::usage(format!(
-            "{} {} parsed and validated but not implemented yet in kiln {}; \
-             only --dry-run planning works so far",
+            "{} {} parsed and validated but not implemented yet in kiln {}",
             missing.join(", "),
             if missing.len() == 1 { "is" } else { "are" },
             env!("CARGO_PKG_VERSION")
@@ -28,6 +34,50 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             args.context.display()
         )));
     }
+    // As buildx: SOURCE_DATE_EPOCH from the environment is a build-arg.
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        settings
+            .build_args
+            .entry("SOURCE_DATE_EPOCH".into())
+            .or_insert(v);
+    }
+    let sde = match settings
+        .build_args
+        .get("SOURCE_DATE_EPOCH")
+        .map(String::as_str)
+    {
+        None | Some("") => None,
+        Some(v) => Some(v.parse::<i64>().map_err(|_| {
+            Failure::usage(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds since the epoch"
+            ))
+        })?),
+    };
+    let outputs: Vec<Output> = args
+        .outputs
+        .iter()
+        .map(|o| Output::parse(o))
+        .collect::<Result<_, _>>()
+        .map_err(Failure::usage)?;
+    let mut named = BTreeMap::new();
+    for c in &args.build_contexts {
+        let (name, value) = c.split_once('=').unwrap_or((c, ""));
+        let mut ctx = NamedContext::parse(value).map_err(Failure::usage)?;
+        if let NamedContext::Dir(d) = &ctx {
+            // Relative to the working directory, as buildx takes it.
+            ctx = NamedContext::Dir(d.clone());
+        }
+        named.insert(name.to_string(), ctx);
+    }
+    let compression = match (
+        &args.compression,
+        outputs.iter().find_map(|o| o.compression),
+    ) {
+        (Some(c), _) => Compression::parse(c).map_err(|e| Failure::usage(e.to_string()))?,
+        (None, Some(c)) => c,
+        (None, None) => Compression::Gzip { level: 6 },
+    };
+
     let src = read_dockerfile(&settings)?;
     let opts = settings.plan_options();
     let plan = match plan_source(&src, &opts, &NoResolver) {
@@ -37,6 +87,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             return Ok(exit::DOCKERFILE);
         }
     };
+    let quiet = args.quiet || args.progress == Progress::Quiet;
     eprint!(
         "{}",
         render_all(&plan.warnings, &settings.display_name, &src)
@@ -46,14 +97,154 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         return Ok(exit::DOCKERFILE);
     }
     match args.dry_run {
-        Some(DryRun::Json) => println!("{}", render::to_json(&plan)),
-        Some(DryRun::Text) => print!("{}", render::to_text(&plan)),
-        None => {
-            return Err(Failure::usage(
-                "executing builds is not implemented yet in this version of kiln: \
-                 use --dry-run (or --dry-run=json) to see the plan",
+        Some(DryRun::Json) => {
+            println!("{}", render::to_json(&plan));
+            return Ok(0);
+        }
+        Some(DryRun::Text) => {
+            print!("{}", render::to_text(&plan));
+            return Ok(0);
+        }
+        None => {}
+    }
+    if outputs.is_empty() && !quiet {
+        eprintln!(
+            "warning: no --output given: the result stays in kiln's store only; \
+             use -o type=oci,dest=FILE, -o type=docker,dest=FILE or -o DIR"
+        );
+    }
+
+    let dockerfile_path = match &settings.dockerfile {
+        DockerfileSource::Path(p) => Some(p.as_path()),
+        DockerfileSource::Stdin => None,
+    };
+    let ignore =
+        crate::context::load_ignore(&args.context, dockerfile_path).map_err(|e| Failure {
+            code: exit::BUILD,
+            message: e,
+        })?;
+    let store_root = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::store::default_root);
+    let store = Store::open(&store_root).map_err(build_failure)?;
+    let work = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(store_root.join("tmp"))
+        .map_err(|e| {
+            build_failure(format!(
+                "cannot create a work directory in {}: {e}",
+                store_root.display()
             ))
+        })?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bopts = BuildOptions {
+        context: args.context.clone(),
+        ignore,
+        named,
+        source_date_epoch: sde,
+        compression,
+        threads,
+        work: work.path().to_path_buf(),
+    };
+    let mut log = |line: &str| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    let mut built = match build::build(&plan, &bopts, &store, &mut log) {
+        Ok(b) => b,
+        Err(e) => return Ok(report(&e, &settings.display_name, &src)),
+    };
+    for l in &args.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        built
+            .image
+            .config
+            .config
+            .labels
+            .insert(k.to_string(), v.to_string());
+    }
+    let export = Export {
+        image: &built.image,
+        rootfs: &built.rootfs,
+        store: &store,
+        tags: &args.tags,
+        source_date_epoch: sde,
+    };
+    for out in &outputs {
+        if let Err(e) = export::write(out, &export) {
+            eprintln!("error: {}", chain(&e));
+            return Ok(exit::BUILD);
         }
     }
+    let oci = !outputs.iter().any(|o| !o.oci_mediatypes);
+    let docs = built
+        .image
+        .documents(oci)
+        .map_err(|e| build_failure(e.to_string()))?;
+    let digest = docs.manifest.digest.clone();
+    if let Some(p) = &args.iidfile {
+        // As buildx with the docker exporter: the image ID (config digest)
+        // when loading into Docker is the point, else the manifest digest.
+        let id = if outputs.iter().any(|o| o.kind == export::Kind::Docker) {
+            &docs.config.digest
+        } else {
+            &digest
+        };
+        write_file(p, id.as_bytes())?;
+    }
+    if let Some(p) = &args.metadata_file {
+        let mut m = serde_json::json!({
+            "containerimage.digest": digest,
+            "containerimage.config.digest": docs.config.digest,
+        });
+        if !args.tags.is_empty() {
+            let names: Vec<String> = args
+                .tags
+                .iter()
+                .map(|t| export::normalize_name(t))
+                .collect();
+            m["image.name"] = names.join(",").into();
+        }
+        let text = serde_json::to_vec_pretty(&m).map_err(|e| build_failure(e.to_string()))?;
+        write_file(p, &text)?;
+    }
+    if !quiet {
+        eprintln!("built {digest}");
+    }
     Ok(0)
+}
+
+fn write_file(p: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    std::fs::write(p, bytes)
+        .map_err(|e| build_failure(format!("cannot write {}: {e}", p.display())))
+}
+
+fn build_failure(e: impl ToString) -> Failure {
+    Failure {
+        code: exit::BUILD,
+        message: e.to_string(),
+    }
+}
+
+fn chain(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for c in e.chain().skip(1) {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+    }
+    s
+}
+
+/// Prints a build failure: at its Dockerfile line when a step failed.
+fn report(e: &anyhow::Error, file: &str, src: &str) -> i32 {
+    match e.downcast_ref::<StepError>() {
+        Some(step) => {
+            let d = Diagnostic::error(Pos::new(step.line, 1), step.message.clone());
+            eprint!("{}", render_all(&[d], file, src));
+        }
+        None => eprintln!("error: {}", chain(e)),
+    }
+    exit::BUILD
 }

@@ -14,6 +14,8 @@ pub mod exit {
     pub const DOCKERFILE: i32 = 1;
     /// A usage error: bad flags, a flag not implemented yet, unreadable input.
     pub const USAGE: i32 = 2;
+    /// The build failed: a step, reading an input, or writing an output.
+    pub const BUILD: i32 = 3;
 }
 
 /// A failure with its exit code, already worded for the user.

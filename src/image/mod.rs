@@ -1,2 +1,111 @@
-//! Image types shared by the planner, the solver and the exporters.
+//! Image types shared by the planner, the solver and the exporters: the
+//! config document, canonical JSON, references, and a finished image with
+//! its manifest.
+pub mod canonical;
+pub mod config;
 pub mod reference;
+
+use crate::layer::compress::Compression;
+use config::ImageConfig;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// A stored layer blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// Digest of the blob as stored (compressed).
+    pub digest: String,
+    /// Digest of the uncompressed tar.
+    pub diff_id: String,
+    pub size: u64,
+    pub compression: Compression,
+}
+
+impl LayerBlob {
+    /// The layer's media type; Docker has no zstd type, so zstd layers
+    /// keep the OCI one in Docker manifests too (as BuildKit does).
+    pub fn media_type(&self, oci: bool) -> &'static str {
+        match (self.compression, oci) {
+            (Compression::Gzip { .. }, true) => "application/vnd.oci.image.layer.v1.tar+gzip",
+            (Compression::Gzip { .. }, false) => {
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            }
+            (Compression::Zstd { .. }, _) => "application/vnd.oci.image.layer.v1.tar+zstd",
+            (Compression::None, true) => "application/vnd.oci.image.layer.v1.tar",
+            (Compression::None, false) => "application/vnd.docker.image.rootfs.diff.tar",
+        }
+    }
+}
+
+/// A finished image: its config and layers, bottom first.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub config: ImageConfig,
+    pub layers: Vec<LayerBlob>,
+}
+
+/// A JSON document with its digest.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub media_type: &'static str,
+    pub bytes: Vec<u8>,
+    pub digest: String,
+}
+
+impl Blob {
+    fn new(media_type: &'static str, bytes: Vec<u8>) -> Blob {
+        let digest = format!("sha256:{}", crate::layer::compress::sha256_hex(&bytes));
+        Blob {
+            media_type,
+            bytes,
+            digest,
+        }
+    }
+}
+
+/// The config and manifest documents of an image, in OCI or Docker media
+/// types.
+pub struct Documents {
+    pub config: Blob,
+    pub manifest: Blob,
+}
+
+impl Image {
+    /// Serializes the config and the manifest (canonical JSON).
+    pub fn documents(&self, oci: bool) -> Result<Documents, serde_json::Error> {
+        let config = Blob::new(
+            if oci { OCI_CONFIG } else { DOCKER_CONFIG },
+            canonical::to_vec(&self.config)?,
+        );
+        let layers: Vec<serde_json::Value> = self
+            .layers
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "mediaType": l.media_type(oci),
+                    "digest": l.digest,
+                    "size": l.size,
+                })
+            })
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": if oci { OCI_MANIFEST } else { DOCKER_MANIFEST },
+            "config": {
+                "mediaType": config.media_type,
+                "digest": config.digest,
+                "size": config.bytes.len(),
+            },
+            "layers": layers,
+        });
+        let manifest = Blob::new(
+            if oci { OCI_MANIFEST } else { DOCKER_MANIFEST },
+            canonical::to_vec(&manifest)?,
+        );
+        Ok(Documents { config, manifest })
+    }
+}

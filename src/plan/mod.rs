@@ -15,7 +15,7 @@ mod refs;
 pub mod render;
 mod scope;
 mod stage;
-mod values;
+pub mod values;
 
 use crate::dockerfile::diag::{Diagnostic, Pos};
 use crate::dockerfile::directives::CheckConfig;
@@ -207,6 +207,10 @@ pub struct CopyOp {
     pub inline: Vec<InlineSource>,
     /// Absolute; ends with `/` when it names a directory.
     pub dest: String,
+    /// The destination as written (expanded, not resolved against
+    /// WORKDIR), for the history entry.
+    #[serde(skip)]
+    pub dest_raw: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chown: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -268,6 +272,9 @@ pub enum Op {
     Arg {
         name: String,
         value: Option<String>,
+        /// The default the Dockerfile gives, expanded (history shows it).
+        #[serde(skip)]
+        default: Option<String>,
     },
     Expose {
         ports: Vec<String>,

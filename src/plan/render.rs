@@ -174,7 +174,7 @@ fn describe(plan: &Plan, op: &Op) -> String {
         }
         Op::Env { pairs } => format!("ENV {}", kv(pairs)),
         Op::Label { pairs } => format!("LABEL {}", kv(pairs)),
-        Op::Arg { name, value } => match value {
+        Op::Arg { name, value, .. } => match value {
             Some(v) => format!("ARG {name}={v}"),
             None => format!("ARG {name}"),
         },

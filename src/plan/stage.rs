@@ -208,15 +208,27 @@ impl StageCtx<'_> {
                     let name = d.name.clone();
                     self.consumed.insert(name.clone());
                     self.secrets_check("ARG", &name, pos);
+                    let default = match &d.default {
+                        Some(def) => Some(self.x(def, pos)?),
+                        None => None,
+                    };
                     let value = if let Some(v) = self.build_args.get(&name) {
                         Some(v.clone())
-                    } else if let Some(def) = &d.default {
-                        Some(self.x(def, pos)?)
+                    } else if default.is_some() {
+                        default.clone()
                     } else {
                         Env::get(self.global_env, &name)
                     };
                     self.sc.set_arg(&name, value.as_deref());
-                    self.push(ins, Op::Arg { name, value }, onbuild);
+                    self.push(
+                        ins,
+                        Op::Arg {
+                            name,
+                            value,
+                            default,
+                        },
+                        onbuild,
+                    );
                 }
                 return Ok(());
             }
@@ -535,6 +547,7 @@ impl StageCtx<'_> {
             sources,
             inline,
             dest,
+            dest_raw,
             chown: self.opt_x(&c.chown, pos)?,
             chmod,
             link: c.link,

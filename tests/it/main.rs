@@ -1,7 +1,11 @@
 //! The integration test binary: one binary, one module per area.
+mod build;
 mod buildkit;
+mod buildkit_build;
 mod cli;
+mod consumers;
 mod expand;
+mod image;
 mod parse;
 mod plan;
 mod realworld;

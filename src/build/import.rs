@@ -1,0 +1,498 @@
+//! What a build reads from outside the context: named build contexts
+//! (`--build-context NAME=DIR|oci-layout://PATH[:TAG]|docker-image://REF`),
+//! images from an OCI layout, files that ADD downloads, and archives that
+//! ADD extracts.
+//!
+//! Everything read here is untrusted: blobs are checked against their
+//! digests (and layers against their diffIDs) while they are read, and
+//! layers are unpacked by the applier, which never writes outside the
+//! target directory.
+
+use super::copy;
+use crate::image::config::ImageConfig;
+use crate::image::{Image, LayerBlob};
+use crate::layer::apply::{self, ApplyOptions};
+use crate::layer::compress::{Compression, HashingWriter};
+use crate::plan::Platform;
+use crate::store::{digest_hex, Store};
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Largest JSON document (index, manifest, config) read from a layout.
+const MAX_JSON: u64 = 8 << 20;
+
+/// A `--build-context` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    Dir(PathBuf),
+    OciLayout {
+        path: PathBuf,
+        reference: Option<String>,
+    },
+    DockerImage(String),
+}
+
+impl NamedContext {
+    /// Parses the value after `NAME=`.
+    pub fn parse(value: &str) -> Result<NamedContext, String> {
+        if let Some(rest) = value.strip_prefix("oci-layout://") {
+            // PATH[:TAG] or PATH@sha256:...
+            let (path, reference) = if let Some((p, d)) = rest.rsplit_once('@') {
+                (p, Some(d.to_string()))
+            } else {
+                match rest.rsplit_once(':') {
+                    Some((p, t)) if !t.contains('/') && !t.is_empty() => (p, Some(t.to_string())),
+                    _ => (rest, None),
+                }
+            };
+            if path.is_empty() {
+                return Err(format!("{value}: missing the layout path"));
+            }
+            return Ok(NamedContext::OciLayout {
+                path: PathBuf::from(path),
+                reference,
+            });
+        }
+        if let Some(r) = value.strip_prefix("docker-image://") {
+            crate::image::reference::validate(r).map_err(|e| format!("{value}: {e}"))?;
+            return Ok(NamedContext::DockerImage(r.to_string()));
+        }
+        if value.contains("://") {
+            return Err(format!(
+                "{value}: unsupported build context; use a directory, oci-layout://PATH[:TAG] or docker-image://REF"
+            ));
+        }
+        Ok(NamedContext::Dir(PathBuf::from(value)))
+    }
+}
+
+/// An image ready to be a base or a COPY source.
+pub struct Imported {
+    pub image: Image,
+    pub rootfs: PathBuf,
+}
+
+/// Images read during one build, each unpacked once.
+pub struct Images {
+    dir: PathBuf,
+    cache: BTreeMap<String, Imported>,
+}
+
+impl Images {
+    pub fn new(dir: PathBuf) -> Images {
+        Images {
+            dir,
+            cache: BTreeMap::new(),
+        }
+    }
+
+    /// The image a stage names, from the named contexts.
+    pub fn get(
+        &mut self,
+        reference: &str,
+        named: &BTreeMap<String, NamedContext>,
+        store: &Store,
+        platform: &Platform,
+    ) -> Result<&Imported> {
+        if !self.cache.contains_key(reference) {
+            let n = self.cache.len();
+            let rootfs = self.dir.join(format!("image-{n}"));
+            let imported = match named.get(reference) {
+                Some(NamedContext::Dir(d)) => {
+                    if !d.is_dir() {
+                        bail!("build context {reference}: {} is not a directory", d.display());
+                    }
+                    let config = ImageConfig {
+                        architecture: platform.arch.clone(),
+                        os: platform.os.clone(),
+                        ..ImageConfig::default()
+                    };
+                    // The directory is the filesystem; it is not copied here,
+                    // the stage clones it.
+                    Imported { image: Image { config, layers: Vec::new() }, rootfs: d.clone() }
+                }
+                Some(NamedContext::OciLayout { path, reference: r }) => {
+                    fs::create_dir_all(&rootfs).with_context(|| format!("cannot create {}", rootfs.display()))?;
+                    let image = load_layout(path, r.as_deref(), store, platform, &rootfs)
+                        .with_context(|| format!("build context {reference}=oci-layout://{}", path.display()))?;
+                    Imported { image, rootfs }
+                }
+                Some(NamedContext::DockerImage(r)) => bail!(
+                    "build context {reference}=docker-image://{r}: pulling from a registry is not implemented yet in this version of kiln"
+                ),
+                None => bail!(
+                    "{reference}: pulling images from a registry is not implemented yet in this version of kiln; \
+                     pass --build-context {reference}=oci-layout://DIR[:TAG] to use a local image"
+                ),
+            };
+            self.cache.insert(reference.to_string(), imported);
+        }
+        self.cache
+            .get(reference)
+            .ok_or_else(|| anyhow!("image {reference} was not loaded"))
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let f = File::open(path).with_context(|| format!("cannot open {what} {}", path.display()))?;
+    let mut buf = Vec::new();
+    f.take(MAX_JSON + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if buf.len() as u64 > MAX_JSON {
+        bail!("{what} {} is larger than {MAX_JSON} bytes", path.display());
+    }
+    serde_json::from_slice(&buf)
+        .with_context(|| format!("{what} {} is not valid JSON", path.display()))
+}
+
+/// Reads a blob of the layout, checking its digest and size.
+fn layout_blob(layout: &Path, digest: &str, max: u64) -> Result<Vec<u8>> {
+    let p = layout.join("blobs/sha256").join(digest_hex(digest)?);
+    let f = File::open(&p).with_context(|| format!("cannot open blob {digest}"))?;
+    let mut buf = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("cannot read blob {digest}"))?;
+    if buf.len() as u64 > max {
+        bail!("blob {digest} is larger than {max} bytes");
+    }
+    let actual = format!("sha256:{}", crate::layer::compress::sha256_hex(&buf));
+    if actual != digest {
+        bail!("blob {digest} has digest {actual}: the layout is corrupt");
+    }
+    Ok(buf)
+}
+
+fn layer_compression(media_type: &str) -> Compression {
+    if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+        Compression::Zstd { level: 3 }
+    } else if media_type.ends_with("gzip") {
+        Compression::Gzip { level: 6 }
+    } else {
+        Compression::None
+    }
+}
+
+fn load_layout(
+    layout: &Path,
+    reference: Option<&str>,
+    store: &Store,
+    platform: &Platform,
+    rootfs: &Path,
+) -> Result<Image> {
+    use oci_spec::image::{ImageIndex, ImageManifest};
+    let index: ImageIndex = read_json(&layout.join("index.json"), "index")?;
+    let descs = index.manifests();
+    let chosen = match reference {
+        Some(r) if r.starts_with("sha256:") => descs.iter().find(|d| d.digest().to_string() == r),
+        Some(tag) => descs.iter().find(|d| {
+            d.annotations().as_ref().is_some_and(|a| {
+                a.get("org.opencontainers.image.ref.name")
+                    .is_some_and(|n| n == tag)
+                    || a.get("io.containerd.image.name")
+                        .is_some_and(|n| n.ends_with(&format!(":{tag}")))
+            })
+        }),
+        None if descs.len() == 1 => descs.first(),
+        None => bail!(
+            "the layout holds {} images; name one with :TAG or @DIGEST",
+            descs.len()
+        ),
+    }
+    .ok_or_else(|| anyhow!("no image {} in the layout", reference.unwrap_or("")))?;
+    let mut digest = chosen.digest().to_string();
+    let mut media = chosen.media_type().to_string();
+    // An index (multi-platform image): pick the platform's manifest.
+    for _ in 0..4 {
+        if !media.contains("index") && !media.contains("manifest.list") {
+            break;
+        }
+        let bytes = layout_blob(layout, &digest, MAX_JSON)?;
+        let idx: ImageIndex =
+            serde_json::from_slice(&bytes).context("the image index is not valid")?;
+        let m = idx
+            .manifests()
+            .iter()
+            .find(|d| {
+                d.platform().as_ref().is_some_and(|p| {
+                    p.os().to_string() == platform.os
+                        && p.architecture().to_string() == platform.arch
+                })
+            })
+            .ok_or_else(|| anyhow!("the image has no manifest for {platform}"))?;
+        digest = m.digest().to_string();
+        media = m.media_type().to_string();
+    }
+    let bytes = layout_blob(layout, &digest, MAX_JSON)?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&bytes).context("the image manifest is not valid")?;
+    let cfg_digest = manifest.config().digest().to_string();
+    let cfg_bytes = layout_blob(layout, &cfg_digest, MAX_JSON)?;
+    let config = ImageConfig::from_slice(&cfg_bytes).context("the image config is not valid")?;
+    if config.rootfs.diff_ids.len() != manifest.layers().len() {
+        bail!(
+            "the manifest lists {} layers but the config {} diffIDs",
+            manifest.layers().len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+    let mut layers = Vec::new();
+    for (desc, diff_id) in manifest.layers().iter().zip(&config.rootfs.diff_ids) {
+        let digest = desc.digest().to_string();
+        let src = layout.join("blobs/sha256").join(digest_hex(&digest)?);
+        let stored = import_blob(&src, &digest, store)?;
+        let f = File::open(&stored).with_context(|| format!("cannot open layer {digest}"))?;
+        let (reader, _) = apply::decompressed(io::BufReader::new(f))
+            .with_context(|| format!("cannot decompress layer {digest}"))?;
+        let mut hashing = HashingReader::new(reader);
+        let opts = ApplyOptions {
+            whiteouts: true,
+            same_owner: true,
+            chown: None,
+            devices: true,
+        };
+        apply::apply(&mut hashing, rootfs, "", &opts)
+            .with_context(|| format!("cannot unpack layer {digest}"))?;
+        io::copy(&mut hashing, &mut io::sink())
+            .with_context(|| format!("cannot read layer {digest}"))?;
+        let actual = hashing.digest();
+        if &actual != diff_id {
+            bail!("layer {digest} unpacks to {actual}, but the config says {diff_id}");
+        }
+        layers.push(LayerBlob {
+            digest,
+            diff_id: diff_id.clone(),
+            size: desc.size(),
+            compression: layer_compression(&desc.media_type().to_string()),
+        });
+    }
+    Ok(Image { config, layers })
+}
+
+/// Copies a blob into the store, checking its digest on the way.
+fn import_blob(src: &Path, digest: &str, store: &Store) -> Result<PathBuf> {
+    if store.has(digest) {
+        return Ok(store.blob_path(digest)?);
+    }
+    let tmp = store.temp_file()?;
+    let mut f = File::open(src).with_context(|| format!("cannot open blob {digest}"))?;
+    let mut w = HashingWriter::new(tmp.reopen().context("cannot open a temporary file")?);
+    io::copy(&mut f, &mut w).with_context(|| format!("cannot copy blob {digest}"))?;
+    let (_, actual, _) = w.finish();
+    if actual != digest {
+        bail!("blob {digest} has digest {actual}: the layout is corrupt");
+    }
+    Ok(store.commit(tmp, digest)?)
+}
+
+/// A reader that sha256-hashes what passes through.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        use sha2::Digest;
+        HashingReader {
+            inner,
+            hasher: sha2::Sha256::new(),
+        }
+    }
+    fn digest(self) -> String {
+        use sha2::Digest;
+        let d = self.hasher.finalize();
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A file ADD downloaded.
+pub struct Download {
+    pub path: PathBuf,
+    pub name: String,
+    pub mtime: Option<i64>,
+    _tmp: tempfile::TempPath,
+}
+
+/// Downloads `url` into `work`, checking `--checksum` when given.
+pub fn download(url: &str, checksum: Option<&str>, work: &Path) -> Result<Download> {
+    if url.starts_with("git@") || url.ends_with(".git") || url.contains(".git#") {
+        bail!("ADD of a git repository ({url}) is not implemented yet in this version of kiln");
+    }
+    let client = reqwest::blocking::Client::builder()
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot start the HTTP client")?;
+    let mut resp = client
+        .get(url)
+        .send()
+        .with_context(|| format!("cannot download {url}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        bail!("cannot download {url}: the server answered HTTP {status}");
+    }
+    let mtime = resp
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date);
+    let tmp = tempfile::Builder::new()
+        .prefix("download-")
+        .tempfile_in(work)
+        .context("cannot create a temporary file")?;
+    let (file, path) = tmp.into_parts();
+    let mut w = HashingWriter::new(io::BufWriter::new(file));
+    io::copy(&mut resp, &mut w).with_context(|| format!("cannot download {url}"))?;
+    let (mut inner, digest, _) = w.finish();
+    inner
+        .flush()
+        .with_context(|| format!("cannot write the download of {url}"))?;
+    if let Some(want) = checksum {
+        if want != digest {
+            bail!("the download of {url} has digest {digest}, but --checksum expects {want}");
+        }
+    }
+    let name = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .rsplit('/')
+        .find(|s| !s.is_empty() && !s.contains(':'))
+        .unwrap_or("download")
+        .to_string();
+    Ok(Download {
+        path: path.to_path_buf(),
+        name,
+        mtime,
+        _tmp: path,
+    })
+}
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110's IMF-fixdate).
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, mon, year, hms, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = months.iter().position(|x| x == mon)? as i64 + 1;
+    let d: i64 = day.parse().ok()?;
+    let y: i64 = year.parse().ok()?;
+    let t: Vec<i64> = hms
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let [hh, mm, ss] = t.as_slice() else {
+        return None;
+    };
+    // days_from_civil (Howard Hinnant).
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Extracts the archive at `archive` into the target directory `dest`,
+/// keeping the archive's owners and modes (`--chown` overrides owners).
+pub fn extract_into(
+    archive: &Path,
+    t: &mut copy::Target,
+    dest: &str,
+    s: &copy::Settings,
+    work: &Path,
+) -> Result<()> {
+    let scratch = tempfile::Builder::new()
+        .prefix("extract-")
+        .tempdir_in(work)
+        .context("cannot create a scratch directory")?;
+    let f = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+    let (reader, _) = apply::decompressed(io::BufReader::new(f))
+        .with_context(|| format!("cannot decompress {}", archive.display()))?;
+    // The archive's own owners are kept; --chown only owns the
+    // destination directory when ADD creates it (as BuildKit does).
+    let opts = ApplyOptions {
+        whiteouts: false,
+        same_owner: true,
+        chown: None,
+        devices: true,
+    };
+    apply::apply(reader, scratch.path(), "", &opts)
+        .with_context(|| format!("cannot extract {}", archive.display()))?;
+    t.ensure_dir(dest, s.chown.unwrap_or((0, 0)), s.now)?;
+    let src = copy::Src {
+        root: scratch.path(),
+        matcher: None,
+        reset_owner: false,
+        what: "archive".into(),
+    };
+    let keep = copy::Settings {
+        chown: None,
+        chmod: None,
+        now: s.now,
+        exclude: None,
+    };
+    for item in copy::expand(&src, "/")? {
+        copy::copy_dir_contents(&src, &item, &keep, t, dest, false)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date("Tue, 14 Nov 2023 22:13:20 GMT"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+
+    #[test]
+    fn named_context_values() {
+        assert_eq!(
+            NamedContext::parse("./dir"),
+            Ok(NamedContext::Dir("./dir".into()))
+        );
+        assert_eq!(
+            NamedContext::parse("oci-layout:///tmp/l:v1"),
+            Ok(NamedContext::OciLayout {
+                path: "/tmp/l".into(),
+                reference: Some("v1".into())
+            })
+        );
+        assert_eq!(
+            NamedContext::parse("oci-layout://l@sha256:abc"),
+            Ok(NamedContext::OciLayout {
+                path: "l".into(),
+                reference: Some("sha256:abc".into())
+            })
+        );
+        assert!(NamedContext::parse("git://x").is_err());
+    }
+}

@@ -1,0 +1,570 @@
+//! Executing a plan without RUN: each stage's root filesystem is a
+//! directory; COPY and ADD write into it and record what changed; the
+//! changed paths (with their parent directories, as a snapshot diff has
+//! them) become a layer in the content store; metadata instructions change
+//! the image config and leave history entries.
+//!
+//! Stages run in the plan's order. The solver (DAG scheduling, the cache)
+//! replaces this loop later; the per-instruction code stays.
+
+mod chmod;
+mod copy;
+mod glob;
+mod import;
+mod layer;
+mod meta;
+mod users;
+
+pub use import::NamedContext;
+
+use crate::context::ignore::Matcher;
+use crate::image::config::{History, ImageConfig};
+use crate::image::{Image, LayerBlob};
+use crate::layer::compress::Compression;
+use crate::plan::{Base, CopyOp, Op, Plan, Source, Stage, Step};
+use crate::snapshot::host_path;
+use crate::store::Store;
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Inputs of a build besides the plan.
+pub struct BuildOptions {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// Its `.dockerignore` (already chosen: `<Dockerfile>.dockerignore`
+    /// first).
+    pub ignore: Matcher,
+    /// `--build-context NAME=...`.
+    pub named: BTreeMap<String, NamedContext>,
+    /// SOURCE_DATE_EPOCH: clamps layer mtimes and sets config times.
+    pub source_date_epoch: Option<i64>,
+    pub compression: Compression,
+    pub threads: usize,
+    /// A directory for this build's snapshots; removed by the caller.
+    pub work: PathBuf,
+}
+
+/// A step failure, with the Dockerfile line it happened at.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// A built stage.
+pub struct Built {
+    pub image: Image,
+    /// The stage's root filesystem (inside `BuildOptions::work`).
+    pub rootfs: PathBuf,
+}
+
+struct StageState {
+    rootfs: PathBuf,
+    config: ImageConfig,
+    layers: Vec<LayerBlob>,
+    cmd_set: bool,
+    /// The line of the ARG step just run, to merge its history entries.
+    last_arg_line: Option<usize>,
+}
+
+/// Builds the plan's target stage.
+pub fn build(
+    plan: &Plan,
+    opts: &BuildOptions,
+    store: &Store,
+    log: &mut dyn FnMut(&str),
+) -> Result<Built> {
+    let now = opts.source_date_epoch.unwrap_or_else(unix_now);
+    let created = crate::image::config::rfc3339(now, 0);
+    let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
+    let mut images = import::Images::new(opts.work.join("images"));
+    let total: usize = plan
+        .order
+        .iter()
+        .filter_map(|i| stage(plan, *i))
+        .map(|s| s.steps.len() + 1)
+        .sum();
+    let mut n = 0;
+    for &idx in &plan.order {
+        let st = stage(plan, idx).ok_or_else(|| anyhow!("the plan has no stage {idx}"))?;
+        n += 1;
+        log(&format!(
+            "[{n}/{total}] {} FROM {}",
+            st.display_name(),
+            base_text(&st.base)
+        ));
+        let mut state = start_stage(plan, st, opts, store, &done, &mut images)
+            .map_err(|e| step_error(st.line, e))?;
+        for step in &st.steps {
+            n += 1;
+            log(&format!(
+                "[{n}/{total}] {} {}",
+                st.display_name(),
+                step.text
+            ));
+            run_step(
+                plan,
+                st,
+                step,
+                &mut state,
+                opts,
+                store,
+                &done,
+                &mut images,
+                now,
+                &created,
+            )
+            .map_err(|e| step_error(step.line, e))?;
+        }
+        done.insert(idx, state);
+    }
+    let target = done
+        .remove(&plan.target)
+        .ok_or_else(|| anyhow!("the target stage was not built"))?;
+    let mut config = target.config;
+    config.created = Some(created);
+    config.rootfs.diff_ids = target.layers.iter().map(|l| l.diff_id.clone()).collect();
+    Ok(Built {
+        image: Image {
+            config,
+            layers: target.layers,
+        },
+        rootfs: target.rootfs,
+    })
+}
+
+fn step_error(line: usize, e: anyhow::Error) -> anyhow::Error {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+    }
+    anyhow::Error::new(StepError { line, message })
+}
+
+fn stage(plan: &Plan, idx: usize) -> Option<&Stage> {
+    plan.stages.iter().find(|s| s.index == idx)
+}
+
+fn base_text(b: &Base) -> String {
+    match b {
+        Base::Scratch => "scratch".into(),
+        Base::Image { reference } => reference.clone(),
+        Base::Stage { index } => format!("stage {index}"),
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The default PATH BuildKit puts into the config of a Linux image that
+/// has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn start_stage(
+    plan: &Plan,
+    st: &Stage,
+    opts: &BuildOptions,
+    store: &Store,
+    done: &BTreeMap<usize, StageState>,
+    images: &mut import::Images,
+) -> Result<StageState> {
+    let rootfs = opts.work.join(format!("stage-{}", st.index));
+    if rootfs.exists() {
+        std::fs::remove_dir_all(&rootfs)
+            .with_context(|| format!("cannot clear {}", rootfs.display()))?;
+    }
+    let platform = st.platform.clone().unwrap_or_else(|| plan.platform.clone());
+    let mut state = match &st.base {
+        Base::Scratch => {
+            std::fs::create_dir_all(&rootfs)
+                .with_context(|| format!("cannot create {}", rootfs.display()))?;
+            let mut config = ImageConfig {
+                architecture: platform.arch.clone(),
+                os: platform.os.clone(),
+                variant: (!platform.variant.is_empty()).then(|| platform.variant.clone()),
+                ..ImageConfig::default()
+            };
+            // BuildKit's empty image works in `/`.
+            config.config.working_dir = "/".into();
+            StageState {
+                rootfs,
+                config,
+                layers: Vec::new(),
+                cmd_set: false,
+                last_arg_line: None,
+            }
+        }
+        Base::Stage { index } => {
+            let parent = done
+                .get(index)
+                .ok_or_else(|| anyhow!("stage {index} was not built"))?;
+            clone_tree(&parent.rootfs, &rootfs)?;
+            StageState {
+                rootfs,
+                config: parent.config.clone(),
+                layers: parent.layers.clone(),
+                cmd_set: false,
+                last_arg_line: None,
+            }
+        }
+        Base::Image { reference } => {
+            let img = images.get(reference, &opts.named, store, &platform)?;
+            clone_tree(&img.rootfs, &rootfs)?;
+            StageState {
+                rootfs,
+                config: img.image.config.clone(),
+                layers: img.image.layers.clone(),
+                cmd_set: false,
+                last_arg_line: None,
+            }
+        }
+    };
+    if state.config.os == "linux" && state.config.config.env_get("PATH").is_none() {
+        state.config.config.env_set("PATH", DEFAULT_PATH);
+    }
+    // The stage's triggers were planned as steps; the config keeps none.
+    state.config.config.on_build.clear();
+    Ok(state)
+}
+
+/// Copies a whole tree, keeping everything (owners, modes, times, links).
+fn clone_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let src = copy::Src {
+        root: from,
+        matcher: None,
+        reset_owner: false,
+        what: "base".into(),
+    };
+    let m = copy::expand(&src, "/")?;
+    let mut changes = BTreeSet::new();
+    let mut t = copy::Target::new(to, &mut changes);
+    let s = copy::Settings {
+        chown: None,
+        chmod: None,
+        now: 0,
+        exclude: None,
+    };
+    for item in &m {
+        copy::copy_dir_contents(&src, item, &s, &mut t, "/", true)?;
+    }
+    t.finish()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_step(
+    plan: &Plan,
+    st: &Stage,
+    step: &Step,
+    state: &mut StageState,
+    opts: &BuildOptions,
+    store: &Store,
+    done: &BTreeMap<usize, StageState>,
+    images: &mut import::Images,
+    now: i64,
+    created: &str,
+) -> Result<()> {
+    let _ = (plan, st);
+    match &step.op {
+        Op::Run { .. } => bail!("RUN is not implemented yet in this version of kiln"),
+        Op::Copy(c) => {
+            let layer = run_copy(c, state, opts, store, done, images, now)?;
+            push_history(state, created, copy_history(c), Some(layer))?;
+        }
+        Op::Workdir { path } => {
+            let text = meta::apply(&step.op, &mut state.config, &mut state.cmd_set);
+            // The directory is created owned by the USER in force.
+            let user = state.config.config.user.clone();
+            let owner = if user.is_empty() {
+                (0, 0)
+            } else {
+                users::resolve_chown(&state.rootfs, &user).unwrap_or((0, 0))
+            };
+            let mut changes = BTreeSet::new();
+            let mut t = copy::Target::new(&state.rootfs, &mut changes);
+            t.ensure_dir(path.trim_start_matches('/'), owner, now)?;
+            t.finish()?;
+            let layer = layer::commit(&state.rootfs, &changes, opts, store)?;
+            push_history(state, created, text.unwrap_or_default(), Some(layer))?;
+        }
+        Op::Arg { name, default, .. } => {
+            meta::apply(&step.op, &mut state.config, &mut state.cmd_set);
+            // One ARG instruction declaring several names is one history
+            // entry, as in BuildKit.
+            let decl = match default {
+                Some(v) => format!("{name}={v}"),
+                None => name.clone(),
+            };
+            let same_line = state.last_arg_line == Some(step.line);
+            match state.config.history.last_mut() {
+                Some(h) if same_line => {
+                    if let Some(cb) = h.created_by.as_mut() {
+                        cb.push(' ');
+                        cb.push_str(&decl);
+                    }
+                }
+                _ => push_history(state, created, format!("ARG {decl}"), None)?,
+            }
+            state.last_arg_line = Some(step.line);
+            return Ok(());
+        }
+        op => {
+            let text = meta::apply(op, &mut state.config, &mut state.cmd_set);
+            if let Some(text) = text {
+                push_history(state, created, text, None)?;
+            }
+        }
+    }
+    state.last_arg_line = None;
+    Ok(())
+}
+
+/// `created_by` of COPY and ADD, as BuildKit words it: `--chown` and
+/// `--chmod` kept, `--from` and `--link` left out, heredocs as `<<NAME`.
+fn copy_history(c: &CopyOp) -> String {
+    let mut parts = vec![if c.add { "ADD" } else { "COPY" }.to_string()];
+    if let Some(o) = &c.chown {
+        parts.push(format!("--chown={o}"));
+    }
+    if let Some(m) = &c.chmod {
+        parts.push(format!("--chmod={m}"));
+    }
+    parts.extend(c.inline.iter().map(|i| format!("<<{}", i.name)));
+    parts.extend(c.sources.iter().cloned());
+    parts.push(c.dest_raw.clone());
+    format!("{} # buildkit", parts.join(" "))
+}
+
+fn push_history(
+    state: &mut StageState,
+    created: &str,
+    created_by: String,
+    layer: Option<LayerBlob>,
+) -> Result<()> {
+    state.config.history.push(History {
+        created: Some(created.to_string()),
+        created_by: Some(created_by),
+        author: None,
+        comment: Some(meta::HISTORY_COMMENT.into()),
+        empty_layer: layer.is_none(),
+    });
+    if let Some(l) = layer {
+        state.layers.push(l);
+    }
+    Ok(())
+}
+
+fn run_copy(
+    c: &CopyOp,
+    state: &mut StageState,
+    opts: &BuildOptions,
+    store: &Store,
+    done: &BTreeMap<usize, StageState>,
+    images: &mut import::Images,
+    now: i64,
+) -> Result<LayerBlob> {
+    let chown = match &c.chown {
+        Some(spec) => Some(users::resolve_chown(&state.rootfs, spec).map_err(|e| anyhow!(e))?),
+        None => None,
+    };
+    let chmod = match &c.chmod {
+        Some(m) => Some(chmod::Chmod::parse(m).map_err(|e| anyhow!(e))?),
+        None => None,
+    };
+    let exclude = if c.exclude.is_empty() {
+        None
+    } else {
+        Some(Matcher::from_patterns(&c.exclude).map_err(|e| anyhow!("--exclude: {e}"))?)
+    };
+    let settings = copy::Settings {
+        chown,
+        chmod,
+        now,
+        exclude,
+    };
+    let (src_root, matcher, reset_owner, what): (PathBuf, Option<&Matcher>, bool, String) = match &c
+        .source
+    {
+        Source::Context => (
+            opts.context.clone(),
+            Some(&opts.ignore),
+            true,
+            "build context".into(),
+        ),
+        Source::Stage { index } => {
+            let s = done
+                .get(index)
+                .ok_or_else(|| anyhow!("stage {index} was not built"))?;
+            (s.rootfs.clone(), None, false, format!("stage {index}"))
+        }
+        Source::Image { reference } => {
+            let named = opts.named.get(reference);
+            match named {
+                Some(NamedContext::Dir(d)) => {
+                    (d.clone(), None, true, format!("build context {reference}"))
+                }
+                _ => {
+                    let img = images.get(reference, &opts.named, store, &state_platform(state))?;
+                    (
+                        img.rootfs.clone(),
+                        None,
+                        false,
+                        format!("image {reference}"),
+                    )
+                }
+            }
+        }
+    };
+    let src = copy::Src {
+        root: &src_root,
+        matcher,
+        reset_owner,
+        what,
+    };
+    let scratch;
+    let target_root: &Path = if c.link {
+        scratch = tempfile::Builder::new()
+            .prefix("link-")
+            .tempdir_in(&opts.work)
+            .context("cannot create a scratch directory")?;
+        scratch.path()
+    } else {
+        &state.rootfs
+    };
+    let mut changes = BTreeSet::new();
+    {
+        let mut t = copy::Target::new(target_root, &mut changes);
+        copy_sources(c, &src, &settings, &mut t, &state.rootfs, opts)?;
+        t.finish()?;
+    }
+    let layer = layer::commit(target_root, &changes, opts, store)?;
+    if c.link {
+        // The layer does not depend on what is below it; the stage's own
+        // filesystem gets the layer's contents merged over it.
+        let scratch_src = copy::Src {
+            root: target_root,
+            matcher: None,
+            reset_owner: false,
+            what: "link".into(),
+        };
+        let keep = copy::Settings {
+            chown: None,
+            chmod: None,
+            now,
+            exclude: None,
+        };
+        let mut sink = BTreeSet::new();
+        let mut t = copy::Target::new(&state.rootfs, &mut sink);
+        for item in copy::expand(&scratch_src, "/")? {
+            copy::copy_dir_contents(&scratch_src, &item, &keep, &mut t, "/", false)?;
+        }
+        t.finish()?;
+    }
+    Ok(layer)
+}
+
+fn state_platform(state: &StageState) -> crate::plan::Platform {
+    crate::plan::Platform {
+        os: state.config.os.clone(),
+        arch: state.config.architecture.clone(),
+        variant: state.config.variant.clone().unwrap_or_default(),
+    }
+}
+
+fn copy_sources(
+    c: &CopyOp,
+    src: &copy::Src,
+    s: &copy::Settings,
+    t: &mut copy::Target,
+    stage_root: &Path,
+    opts: &BuildOptions,
+) -> Result<()> {
+    let dest = c.dest.as_str();
+    let dest_rel = dest.trim_start_matches('/');
+    let dest_is_dir = dest.ends_with('/');
+    let owner = s.chown.unwrap_or((0, 0));
+    for inline in &c.inline {
+        let rel = if dest_is_dir {
+            crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &inline.name)
+        } else {
+            dest_rel.to_string()
+        };
+        let mode = s.chmod.as_ref().map_or(0o644, |m| m.apply(0o644, false));
+        let m = copy::Meta {
+            uid: owner.0,
+            gid: owner.1,
+            mode,
+            mtime: s.now,
+            mtime_nsec: 0,
+        };
+        t.put_bytes(inline.data.as_bytes(), &rel, &m, s.now)?;
+    }
+    let mut matched = Vec::new();
+    for pattern in &c.sources {
+        if c.add && crate::plan::values::is_remote(pattern) {
+            let dl = import::download(pattern, c.checksum.as_deref(), &opts.work)?;
+            let name = dl.name.clone();
+            let rel =
+                if dest_is_dir || t.is_dir(dest_rel) || stage_root_is_dir(stage_root, dest_rel) {
+                    crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &name)
+                } else {
+                    dest_rel.to_string()
+                };
+            let mode = s.chmod.as_ref().map_or(0o600, |m| m.apply(0o600, false));
+            let m = copy::Meta {
+                uid: owner.0,
+                gid: owner.1,
+                mode,
+                mtime: dl.mtime.unwrap_or(s.now),
+                mtime_nsec: 0,
+            };
+            let data = std::fs::read(&dl.path)
+                .with_context(|| format!("cannot read the download of {pattern}"))?;
+            t.put_bytes(&data, &rel, &m, s.now)?;
+            continue;
+        }
+        // A wildcard that matches nothing is not an error (BuildKit copies
+        // nothing and still makes a layer); a missing plain name is.
+        matched.extend(copy::expand(src, pattern)?);
+    }
+    let several = matched.len() > 1 || matched.iter().any(|m| m.from_wildcard);
+    for m in &matched {
+        // Hardlinks are kept within one source, not across sources.
+        t.forget_links();
+        if m.meta.is_dir() {
+            let sub = if c.parents && !m.rel.is_empty() {
+                crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &m.rel)
+            } else {
+                dest_rel.trim_end_matches('/').to_string()
+            };
+            copy::copy_dir_contents(src, m, s, t, &sub, true)?;
+            continue;
+        }
+        let base = m.rel.rsplit('/').next().unwrap_or(&m.rel).to_string();
+        let into_dir = dest_is_dir || several || t.is_dir(dest_rel);
+        let rel = if c.parents {
+            crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &m.rel)
+        } else if into_dir {
+            crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &base)
+        } else {
+            dest_rel.to_string()
+        };
+        if c.add && crate::layer::apply::is_archive(&m.host)? {
+            import::extract_into(&m.host, t, dest_rel.trim_end_matches('/'), s, &opts.work)?;
+            continue;
+        }
+        let meta = copy::meta_for(src, s, &m.meta);
+        t.put(&m.host, &m.meta, &rel, &meta, s.now)?;
+    }
+    Ok(())
+}
+
+fn stage_root_is_dir(root: &Path, rel: &str) -> bool {
+    crate::snapshot::resolve_in_root(root, rel, true).is_ok_and(|r| host_path(root, &r).is_dir())
+}

@@ -1,0 +1,458 @@
+//! Exporters: a finished image (and the target stage's filesystem) written
+//! as an OCI layout tarball, a `docker load` archive, a directory, or a
+//! filesystem tarball (`-o type=...,dest=...`, buildx syntax).
+//!
+//! Files are written to a temporary name beside the destination and
+//! renamed when complete, so a failed export never leaves a partial file
+//! under the destination's name. Archives are deterministic: sorted
+//! entries, fixed times, numeric owners.
+
+mod archive;
+
+use crate::image::{Blob, Image};
+use crate::layer::compress::Compression;
+use crate::layer::writer::{self, Entry, FileSource, WriteOptions};
+use crate::store::Store;
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Oci,
+    Docker,
+    Local,
+    Tar,
+}
+
+/// Where to write it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    Stdout,
+    Path(PathBuf),
+}
+
+/// One `--output`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub kind: Kind,
+    pub dest: Dest,
+    /// `oci-mediatypes=`: OCI media types (the default for `oci`) or
+    /// Docker's (the default for `docker`).
+    pub oci_mediatypes: bool,
+    /// `compression=`.
+    pub compression: Option<Compression>,
+    /// `name=`: image names, besides `-t`.
+    pub names: Vec<String>,
+}
+
+impl Output {
+    /// Parses an `--output` value (`type=oci,dest=out.tar`, or a bare
+    /// path meaning `type=local,dest=PATH`).
+    pub fn parse(spec: &str) -> Result<Output, String> {
+        if !spec.contains('=') {
+            return Ok(Output {
+                kind: Kind::Local,
+                dest: dest_of(spec),
+                oci_mediatypes: true,
+                compression: None,
+                names: Vec::new(),
+            });
+        }
+        let mut fields = BTreeMap::new();
+        for f in spec.split(',') {
+            let (k, v) = f
+                .split_once('=')
+                .ok_or_else(|| format!("--output {spec:?}: field {f:?} is not key=value"))?;
+            fields.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let kind = match fields.remove("type").as_deref() {
+            Some("oci") => Kind::Oci,
+            Some("docker") => Kind::Docker,
+            Some("local") => Kind::Local,
+            Some("tar") => Kind::Tar,
+            Some(t @ ("image" | "registry")) => {
+                return Err(format!(
+                    "--output type={t} pushes to a registry, which is not implemented yet in this version of kiln"
+                ))
+            }
+            Some(t) => return Err(format!("--output type {t:?} is not one of oci, docker, local, tar")),
+            None => return Err(format!("--output {spec:?} needs type=...")),
+        };
+        let dest = match fields.remove("dest") {
+            Some(d) if !d.is_empty() => dest_of(&d),
+            _ => {
+                return Err(format!(
+                    "--output {spec:?} needs dest=PATH (or dest=- for stdout)"
+                ))
+            }
+        };
+        if kind == Kind::Local && dest == Dest::Stdout {
+            return Err("--output type=local writes a directory; use type=tar for stdout".into());
+        }
+        let oci_mediatypes = match fields.remove("oci-mediatypes").as_deref() {
+            None => kind != Kind::Docker,
+            Some("true") => true,
+            Some("false") => false,
+            Some(v) => {
+                return Err(format!(
+                    "--output oci-mediatypes={v}: expected true or false"
+                ))
+            }
+        };
+        let compression = match fields.remove("compression") {
+            Some(c) => {
+                Some(Compression::parse(&c).map_err(|e| format!("--output compression={c}: {e}"))?)
+            }
+            None => None,
+        };
+        let names = fields
+            .remove("name")
+            .map(|n| n.split(';').map(str::to_string).collect())
+            .unwrap_or_default();
+        // Attributes buildx has that change nothing here.
+        for ignored in [
+            "compression-level",
+            "force-compression",
+            "rewrite-timestamp",
+            "annotation",
+        ] {
+            fields.remove(ignored);
+        }
+        if let Some(k) = fields.keys().next() {
+            return Err(format!("--output {spec:?}: unknown attribute {k:?}"));
+        }
+        Ok(Output {
+            kind,
+            dest,
+            oci_mediatypes,
+            compression,
+            names,
+        })
+    }
+}
+
+fn dest_of(s: &str) -> Dest {
+    if s == "-" {
+        Dest::Stdout
+    } else {
+        Dest::Path(PathBuf::from(s))
+    }
+}
+
+/// What an export needs besides the output spec.
+pub struct Export<'a> {
+    pub image: &'a Image,
+    pub rootfs: &'a Path,
+    pub store: &'a Store,
+    /// `-t` values.
+    pub tags: &'a [String],
+    pub source_date_epoch: Option<i64>,
+}
+
+/// The digest of the image's manifest, as `--iidfile` and registries see it.
+pub fn image_digest(image: &Image, oci: bool) -> Result<String> {
+    Ok(image.documents(oci)?.manifest.digest)
+}
+
+/// Writes one output.
+pub fn write(out: &Output, e: &Export) -> Result<()> {
+    let mut tags: Vec<String> = e.tags.to_vec();
+    tags.extend(out.names.iter().cloned());
+    match out.kind {
+        Kind::Local => {
+            let Dest::Path(dir) = &out.dest else {
+                bail!("type=local needs a directory");
+            };
+            archive::copy_dir(e.rootfs, dir)
+        }
+        Kind::Tar => to_dest(&out.dest, |w| {
+            let entries = writer::entries_from_dir(e.rootfs, "")?;
+            let opts = WriteOptions {
+                source_date_epoch: e.source_date_epoch,
+            };
+            writer::write_tar(entries, w, &opts)?;
+            Ok(())
+        }),
+        Kind::Oci => to_dest(&out.dest, |w| write_oci(w, e, &tags, out.oci_mediatypes)),
+        Kind::Docker => to_dest(&out.dest, |w| write_docker(w, e, &tags, out.oci_mediatypes)),
+    }
+}
+
+/// Runs `f` on the destination: stdout, or a temporary file renamed into
+/// place when `f` succeeds and removed when it fails.
+fn to_dest(dest: &Dest, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    match dest {
+        Dest::Stdout => {
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::new(stdout.lock());
+            f(&mut lock)?;
+            lock.flush().context("cannot write to stdout")
+        }
+        Dest::Path(p) => {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let name = p
+                .file_name()
+                .ok_or_else(|| anyhow!("{} is not a file name", p.display()))?;
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!(".{}.", name.to_string_lossy()))
+                .suffix(".partial")
+                .tempfile_in(&dir)
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+            f(&mut w).with_context(|| format!("cannot write {}", p.display()))?;
+            let tmp = w
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            tmp.as_file()
+                .sync_all()
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            tmp.persist(p)
+                .map_err(|e| e.error)
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            Ok(())
+        }
+    }
+}
+
+/// Entries for the blobs of an image, plus its documents.
+fn blob_entries(e: &Export, docs: &[&Blob], oci: bool, entries: &mut Vec<Entry>) -> Result<()> {
+    let _ = oci;
+    entries.push(archive::dir("blobs"));
+    entries.push(archive::dir("blobs/sha256"));
+    let mut seen = std::collections::BTreeSet::new();
+    for d in docs {
+        if seen.insert(d.digest.clone()) {
+            entries.push(archive::file(
+                &blob_name(&d.digest)?,
+                FileSource::Bytes(d.bytes.clone()),
+                d.bytes.len() as u64,
+            ));
+        }
+    }
+    for l in &e.image.layers {
+        if seen.insert(l.digest.clone()) {
+            let p = e.store.blob_path(&l.digest)?;
+            let size = std::fs::metadata(&p)
+                .with_context(|| format!("layer {} is missing from the store", l.digest))?
+                .len();
+            entries.push(archive::file(
+                &blob_name(&l.digest)?,
+                FileSource::Path(p),
+                size,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn blob_name(digest: &str) -> Result<String> {
+    Ok(format!(
+        "blobs/sha256/{}",
+        crate::store::digest_hex(digest)?
+    ))
+}
+
+fn layout_file() -> Vec<u8> {
+    br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()
+}
+
+/// The index.json of a layout holding one image.
+fn index_json(manifest: &Blob, tags: &[String], created: Option<&str>) -> Result<Vec<u8>> {
+    let mut descs = Vec::new();
+    let names: Vec<Option<&String>> = if tags.is_empty() {
+        vec![None]
+    } else {
+        tags.iter().map(Some).collect()
+    };
+    for name in names {
+        let mut ann = serde_json::Map::new();
+        if let Some(n) = name {
+            let full = normalize_name(n);
+            ann.insert("io.containerd.image.name".into(), full.clone().into());
+            ann.insert(
+                "org.opencontainers.image.ref.name".into(),
+                tag_of(&full).into(),
+            );
+        }
+        if let Some(c) = created {
+            ann.insert("org.opencontainers.image.created".into(), c.into());
+        }
+        let mut d = serde_json::json!({
+            "mediaType": manifest.media_type,
+            "digest": manifest.digest,
+            "size": manifest.bytes.len(),
+        });
+        if !ann.is_empty() {
+            d["annotations"] = serde_json::Value::Object(ann);
+        }
+        descs.push(d);
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::image::OCI_INDEX,
+        "manifests": descs,
+    });
+    Ok(crate::image::canonical::to_vec(&index)?)
+}
+
+/// `app` → `docker.io/library/app:latest`, as Docker names images.
+pub fn normalize_name(r: &str) -> String {
+    let (name, digest) = match r.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (r, None),
+    };
+    let first = name.split('/').next().unwrap_or(name);
+    let has_host =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut full = if has_host {
+        name.to_string()
+    } else if name.contains('/') {
+        format!("docker.io/{name}")
+    } else {
+        format!("docker.io/library/{name}")
+    };
+    let last = full.rsplit('/').next().unwrap_or("");
+    if !last.contains(':') && digest.is_none() {
+        full.push_str(":latest");
+    }
+    if let Some(d) = digest {
+        full.push('@');
+        full.push_str(d);
+    }
+    full
+}
+
+/// The tag of a normalized name (`latest` when it only has a digest).
+fn tag_of(full: &str) -> String {
+    let name = full.split('@').next().unwrap_or(full);
+    let last = name.rsplit('/').next().unwrap_or(name);
+    last.rsplit_once(':')
+        .map_or("latest".to_string(), |(_, t)| t.to_string())
+}
+
+/// The short form Docker shows: `app:1.4`, `ghcr.io/o/app:1.4`.
+fn familiar_name(full: &str) -> String {
+    full.strip_prefix("docker.io/library/")
+        .or_else(|| full.strip_prefix("docker.io/"))
+        .unwrap_or(full)
+        .to_string()
+}
+
+fn write_oci(w: &mut dyn Write, e: &Export, tags: &[String], oci: bool) -> Result<()> {
+    let docs = e.image.documents(oci)?;
+    let mut entries = vec![archive::file(
+        "oci-layout",
+        FileSource::Bytes(layout_file()),
+        layout_file().len() as u64,
+    )];
+    let index = index_json(&docs.manifest, tags, None)?;
+    entries.push(archive::file(
+        "index.json",
+        FileSource::Bytes(index.clone()),
+        index.len() as u64,
+    ));
+    blob_entries(e, &[&docs.config, &docs.manifest], oci, &mut entries)?;
+    writer::write_tar(
+        entries,
+        w,
+        &WriteOptions {
+            source_date_epoch: None,
+        },
+    )?;
+    Ok(())
+}
+
+/// A `docker load` archive: `manifest.json` (what Docker 20.10 reads) and
+/// an OCI layout (what Docker 25+ also reads), sharing one set of blobs.
+fn write_docker(w: &mut dyn Write, e: &Export, tags: &[String], oci: bool) -> Result<()> {
+    let docs = e.image.documents(oci)?;
+    let repo_tags: Vec<String> = tags
+        .iter()
+        .map(|t| familiar_name(&normalize_name(t)))
+        .filter(|t| !t.contains('@'))
+        .collect();
+    let layers: Vec<String> = e
+        .image
+        .layers
+        .iter()
+        .map(|l| blob_name(&l.digest))
+        .collect::<Result<_>>()?;
+    let manifest = serde_json::json!([{
+        "Config": blob_name(&docs.config.digest)?,
+        "RepoTags": repo_tags,
+        "Layers": layers,
+    }]);
+    let manifest = serde_json::to_vec(&manifest)?;
+    let index = index_json(&docs.manifest, tags, None)?;
+    let mut entries = vec![
+        archive::file(
+            "oci-layout",
+            FileSource::Bytes(layout_file()),
+            layout_file().len() as u64,
+        ),
+        archive::file(
+            "index.json",
+            FileSource::Bytes(index.clone()),
+            index.len() as u64,
+        ),
+        archive::file(
+            "manifest.json",
+            FileSource::Bytes(manifest.clone()),
+            manifest.len() as u64,
+        ),
+    ];
+    blob_entries(e, &[&docs.config, &docs.manifest], oci, &mut entries)?;
+    writer::write_tar(
+        entries,
+        w,
+        &WriteOptions {
+            source_date_epoch: None,
+        },
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_normalize_as_docker_does() {
+        assert_eq!(normalize_name("app"), "docker.io/library/app:latest");
+        assert_eq!(normalize_name("me/app:1"), "docker.io/me/app:1");
+        assert_eq!(
+            normalize_name("localhost:5000/app"),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(
+            normalize_name("registry.example.com/app:1.4"),
+            "registry.example.com/app:1.4"
+        );
+        assert_eq!(familiar_name(&normalize_name("app:2")), "app:2");
+        assert_eq!(tag_of("registry.example.com:5000/app:1.4"), "1.4");
+    }
+
+    #[test]
+    fn output_specs() {
+        let o = Output::parse("type=docker,dest=-").expect("ok");
+        assert_eq!(
+            (o.kind, o.dest, o.oci_mediatypes),
+            (Kind::Docker, Dest::Stdout, false)
+        );
+        let o = Output::parse("out").expect("ok");
+        assert_eq!(o.kind, Kind::Local);
+        assert!(Output::parse("type=oci").is_err());
+        assert!(Output::parse("type=local,dest=-").is_err());
+        assert!(Output::parse("type=oci,dest=x,bogus=1").is_err());
+        let o = Output::parse("type=oci,dest=x,compression=zstd,oci-mediatypes=false").expect("ok");
+        assert!(!o.oci_mediatypes);
+        assert!(matches!(o.compression, Some(Compression::Zstd { .. })));
+    }
+}

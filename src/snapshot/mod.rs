@@ -1,0 +1,150 @@
+//! Snapshot directories: a stage's root filesystem as a plain directory,
+//! and the path arithmetic that keeps every access inside it.
+//!
+//! [`resolve_in_root`] follows symlinks as if the directory were `/` (what a
+//! chroot would see), so an image's `/lib -> usr/lib` or a hostile
+//! `evil -> /` symlink resolves to a path under the root, never outside it.
+//! This module knows nothing of layers or Dockerfiles.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Symlinks followed in one resolution before giving up (Linux's limit).
+const MAX_LINKS: usize = 40;
+
+/// Path failures, naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("too many levels of symbolic links resolving /{0}")]
+    Loop(String),
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Resolves the slash-separated path `rel` (absolute or relative, taken
+/// against the root) to a clean root-relative path with every symlink
+/// along the way followed inside `root`. The last component is followed
+/// only when `follow_final`. Missing components are kept as they are, so
+/// the result names where a new file would go. Returns `""` for the root.
+pub fn resolve_in_root(root: &Path, rel: &str, follow_final: bool) -> Result<String, PathError> {
+    let mut done: Vec<String> = Vec::new();
+    let mut todo: Vec<String> = components(rel).into_iter().rev().collect();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        let is_last = todo.is_empty();
+        let mut probe = done.clone();
+        probe.push(c.clone());
+        let host = root.join(probe.join("/"));
+        if is_last && !follow_final {
+            done.push(c);
+            break;
+        }
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(PathError::Loop(rel.trim_start_matches('/').to_string()));
+                }
+                let target = std::fs::read_link(&host).map_err(|source| PathError::Io {
+                    path: host.clone(),
+                    source,
+                })?;
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                todo.extend(components(&target).into_iter().rev());
+            }
+            Ok(_) => done.push(c),
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
+                // Missing (or under a non-directory): the rest is taken
+                // literally; nothing below can be a symlink.
+                done.push(c);
+                while let Some(rest) = todo.pop() {
+                    if rest == ".." {
+                        done.pop();
+                    } else {
+                        done.push(rest);
+                    }
+                }
+            }
+            Err(source) => return Err(PathError::Io { path: host, source }),
+        }
+    }
+    Ok(done.join("/"))
+}
+
+fn components(p: &str) -> Vec<String> {
+    p.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::to_string)
+        .collect()
+}
+
+/// The host path of a root-relative path.
+pub fn host_path(root: &Path, rel: &str) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
+
+/// The parent of a root-relative path (`""` for top-level names).
+pub fn parent_rel(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+/// Joins two root-relative paths.
+pub fn join_rel(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}/{b}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        std::fs::create_dir_all(root.join("usr/lib")).expect("mkdir");
+        symlink("usr/lib", root.join("lib")).expect("link");
+        symlink("/", root.join("evil")).expect("link");
+        symlink("../../../..", root.join("usr/up")).expect("link");
+        symlink("loop", root.join("loop")).expect("link");
+        assert_eq!(
+            resolve_in_root(root, "/lib/x.so", true).expect("r"),
+            "usr/lib/x.so"
+        );
+        assert_eq!(
+            resolve_in_root(root, "evil/etc/passwd", true).expect("r"),
+            "etc/passwd"
+        );
+        assert_eq!(resolve_in_root(root, "usr/up/etc", true).expect("r"), "etc");
+        assert_eq!(
+            resolve_in_root(root, "../../a/./b/..", true).expect("r"),
+            "a"
+        );
+        assert_eq!(resolve_in_root(root, "lib", false).expect("r"), "lib");
+        assert_eq!(resolve_in_root(root, "lib", true).expect("r"), "usr/lib");
+        assert!(matches!(
+            resolve_in_root(root, "loop/x", true),
+            Err(PathError::Loop(_))
+        ));
+        assert_eq!(resolve_in_root(root, "/", true).expect("r"), "");
+    }
+}

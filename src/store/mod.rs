@@ -1,0 +1,171 @@
+//! The content store: blobs addressed by digest, under `<root>/blobs/sha256/<hex>`.
+//!
+//! A blob is written to a temporary file under `<root>/tmp` and renamed into
+//! place once its digest is known, so a crash or a failed write never leaves
+//! a partial blob under a digest name (go-containerregistry's
+//! `layout/write.go` does the same). Writing a blob that already exists
+//! only drops the temporary file.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Store failures, with the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid digest {0:?}: expected sha256: and 64 lower-case hex digits")]
+    BadDigest(String),
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A content store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// The hex part of a `sha256:` digest, checked.
+pub fn digest_hex(digest: &str) -> Result<&str, StoreError> {
+    match digest.strip_prefix("sha256:") {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+            Ok(h)
+        }
+        _ => Err(StoreError::BadDigest(digest.to_string())),
+    }
+}
+
+impl Store {
+    /// Opens (creating when missing) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        for dir in [root.join("blobs/sha256"), root.join("tmp")] {
+            fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with `digest` lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.root.join("blobs/sha256").join(digest_hex(digest)?))
+    }
+
+    pub fn has(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_ok_and(|p| p.is_file())
+    }
+
+    /// A new temporary file in the store, removed when dropped unless it
+    /// is committed.
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        let dir = self.root.join("tmp");
+        tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&dir)
+            .map_err(io_err("cannot create a temporary file in", &dir))
+    }
+
+    /// Moves a finished temporary file into place under `digest`. The
+    /// caller computed the digest while writing it.
+    pub fn commit(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        digest: &str,
+    ) -> Result<PathBuf, StoreError> {
+        let dest = self.blob_path(digest)?;
+        if dest.is_file() {
+            return Ok(dest);
+        }
+        tmp.persist(&dest).map_err(|e| StoreError::Io {
+            what: "cannot move a blob into place at",
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        Ok(dest)
+    }
+
+    /// Stores `bytes`, returning their digest.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        let digest = format!("sha256:{}", crate::layer::compress::sha256_hex(bytes));
+        if self.has(&digest) {
+            return Ok(digest);
+        }
+        let mut tmp = self.temp_file()?;
+        io::Write::write_all(&mut tmp, bytes)
+            .map_err(io_err("cannot write", &self.root.join("tmp")))?;
+        self.commit(tmp, &digest)?;
+        Ok(digest)
+    }
+
+    /// Reads a whole (small) blob: configs, manifests.
+    pub fn read(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        let p = self.blob_path(digest)?;
+        fs::read(&p).map_err(io_err("cannot read blob", &p))
+    }
+}
+
+/// The default store location: `$KILN_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/kiln`, else `$HOME/.cache/kiln`.
+pub fn default_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("KILN_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("kiln");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".cache/kiln"),
+        None => std::env::temp_dir().join("kiln-cache"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_land_under_their_digest_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let d = store.put_bytes(b"hello").expect("put");
+        assert_eq!(
+            d,
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(store.read(&d).expect("read"), b"hello");
+        assert_eq!(store.put_bytes(b"hello").expect("again"), d);
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
+            0
+        );
+    }
+
+    #[test]
+    fn rejects_digests_that_could_escape() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for bad in ["sha256:../../etc/passwd", "md5:abc", "sha256:ABCDEF"] {
+            assert!(
+                matches!(store.blob_path(bad), Err(StoreError::BadDigest(_))),
+                "{bad}"
+            );
+        }
+    }
+}

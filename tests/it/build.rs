@@ -1,0 +1,220 @@
+//! `kiln build` end to end, for Dockerfiles without RUN: the image it
+//! writes is read back and checked, file by file and field by field.
+
+use crate::image::{listing, read_oci, stderr, Ctx};
+use serde_json::json;
+
+const META: &str = r#"FROM scratch
+LABEL org.example.a=1 b="two words"
+ENV A=1 B="x y"
+COPY hello.txt /app/
+COPY dir/ /data/
+WORKDIR /app
+USER 1000:1000
+EXPOSE 80 53/udp
+VOLUME ["/var/lib/app"]
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=30s --timeout=5s --retries=4 CMD ["/bin/true"]
+SHELL ["/bin/ash", "-c"]
+ONBUILD COPY . /src
+ENTRYPOINT ["/bin/app"]
+CMD ["--serve"]
+"#;
+
+fn meta_ctx() -> Ctx {
+    let c = Ctx::new(
+        META,
+        &[
+            ("hello.txt", "hello\n"),
+            ("dir/a.txt", "a\n"),
+            ("dir/sub/b.txt", "b\n"),
+        ],
+    );
+    c
+}
+
+/// Every metadata instruction lands in the config, with Docker's field
+/// names and the extension fields oci-spec would drop.
+#[test]
+fn metadata_instructions_fill_the_config() {
+    let c = meta_ctx();
+    let img = c.build_oci(&["--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
+    let cfg = &img.config["config"];
+    assert_eq!(
+        cfg["Labels"],
+        json!({"b": "two words", "org.example.a": "1"})
+    );
+    assert_eq!(
+        cfg["Env"],
+        json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "A=1",
+            "B=x y"
+        ])
+    );
+    assert_eq!(cfg["WorkingDir"], "/app");
+    assert_eq!(cfg["User"], "1000:1000");
+    assert_eq!(cfg["ExposedPorts"], json!({"53/udp": {}, "80/tcp": {}}));
+    assert_eq!(cfg["Volumes"], json!({"/var/lib/app": {}}));
+    assert_eq!(cfg["StopSignal"], "SIGINT");
+    assert_eq!(
+        cfg["Healthcheck"],
+        json!({"Test": ["CMD", "/bin/true"], "Interval": 30_000_000_000u64, "Timeout": 5_000_000_000u64, "Retries": 4})
+    );
+    assert_eq!(cfg["Shell"], json!(["/bin/ash", "-c"]));
+    assert_eq!(cfg["OnBuild"], json!(["COPY . /src"]));
+    assert_eq!(cfg["Entrypoint"], json!(["/bin/app"]));
+    assert_eq!(cfg["Cmd"], json!(["--serve"]));
+    assert_eq!(img.config["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(img.config["os"], "linux");
+    let history = img.config["history"].as_array().expect("history");
+    let layers: Vec<bool> = history
+        .iter()
+        .map(|h| h["empty_layer"].as_bool().unwrap_or(false))
+        .collect();
+    // COPY, COPY and WORKDIR (which creates /app) make layers.
+    assert_eq!(layers.iter().filter(|e| !**e).count(), img.layers.len());
+    assert!(history
+        .iter()
+        .all(|h| h["created"] == "2023-11-14T22:13:20Z"));
+}
+
+/// COPY writes the file and its parent directories, owned by root, with
+/// the context's mode, and a directory's contents (not the directory).
+#[test]
+fn copy_layers_hold_the_files_and_their_parents() {
+    let c = meta_ctx();
+    let img = c.build_oci(&["--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
+    let first = listing(&img.layers[0]);
+    let names: Vec<&str> = first
+        .iter()
+        .map(|l| l.split('\t').next().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["app/", "app/hello.txt"]);
+    assert!(
+        first[1].starts_with("app/hello.txt\tfile\t0644\t0\t0\t6\t"),
+        "{}",
+        first[1]
+    );
+    let second = listing(&img.layers[1]);
+    let names: Vec<&str> = second
+        .iter()
+        .map(|l| l.split('\t').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        ["data/", "data/a.txt", "data/sub/", "data/sub/b.txt"]
+    );
+    // mtimes are clamped to SOURCE_DATE_EPOCH.
+    assert!(
+        second.iter().all(|l| l.ends_with("\t1700000000")),
+        "{second:?}"
+    );
+}
+
+/// Two builds of copies of one context, in different directories, at
+/// different times, with different umasks and file mtimes, give the same
+/// image digest when SOURCE_DATE_EPOCH is set.
+#[test]
+fn reproducible_with_source_date_epoch() {
+    let a = meta_ctx();
+    let b = meta_ctx();
+    for (i, name) in ["hello.txt", "dir/a.txt", "dir/sub/b.txt"]
+        .iter()
+        .enumerate()
+    {
+        let t = filetime(1_800_000_000 + i as i64);
+        set_mtime(&b.ctx().join(name), t);
+    }
+    let build = |c: &Ctx, umask: &str| {
+        let out = c.path("out.tar");
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask {umask} && exec \"$0\" build --cache-dir \"$1\" -o type=oci,dest=\"$2\" \"$3\"",
+            ))
+            .arg(crate::util::kiln_bin())
+            .arg(c.path("store"))
+            .arg(&out)
+            .arg(c.ctx())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .expect("kiln");
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(out).expect("out.tar")
+    };
+    let first = build(&a, "022");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = build(&b, "077");
+    let (ia, ib) = (read_oci(&first), read_oci(&second));
+    assert_eq!(ia.manifest_digest, ib.manifest_digest);
+    // The whole archive is byte-identical too.
+    assert!(first == second, "the OCI archives differ");
+}
+
+fn filetime(secs: i64) -> i64 {
+    secs
+}
+
+fn set_mtime(p: &std::path::Path, secs: i64) {
+    let o = std::process::Command::new("touch")
+        .arg("-h")
+        .arg("-d")
+        .arg(format!("@{secs}"))
+        .arg(p)
+        .status()
+        .expect("touch");
+    assert!(o.success());
+}
+
+/// Without SOURCE_DATE_EPOCH the digest changes with the time (the config
+/// records it), so the reproducibility test above can fail.
+#[test]
+fn without_source_date_epoch_the_time_is_recorded() {
+    let c = meta_ctx();
+    let img = c.build_oci(&[]);
+    let created = img.config["created"].as_str().expect("created");
+    assert!(
+        created.starts_with("20") && created != "2023-11-14T22:13:20Z",
+        "{created}"
+    );
+}
+
+/// An output that cannot be written is a clear error, and no partial file
+/// is left.
+#[test]
+fn unwritable_output_is_a_clear_error() {
+    let c = Ctx::new("FROM scratch\nCOPY a /a\n", &[("a", "x")]);
+    let missing = c.path("no/such/dir/out.tar");
+    let spec = format!("type=oci,dest={}", missing.display());
+    let o = c.kiln(&["-o", &spec]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&missing.display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+    // A destination that is a directory: the temporary file is removed.
+    std::fs::create_dir(c.path("adir")).expect("mkdir");
+    let spec = format!("type=oci,dest={}", c.path("adir").display());
+    let o = c.kiln(&["-o", &spec]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let leftovers: Vec<_> = std::fs::read_dir(c.dir.path())
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A failing step reports its Dockerfile line.
+#[test]
+fn missing_source_reports_the_line() {
+    let c = Ctx::new("FROM scratch\nCOPY a /a\nCOPY nope /b\n", &[("a", "x")]);
+    let o = c.kiln(&["-o", "type=tar,dest=-"]);
+    assert_eq!(o.status.code(), Some(3));
+    let e = stderr(&o);
+    assert!(e.contains("Dockerfile:3"), "{e}");
+    assert!(e.contains("nope: not found in the build context"), "{e}");
+}
