@@ -318,7 +318,10 @@ pub fn set_meta(
 /// A source that matched: its path in the source root (symlinks at the
 /// top followed, as BuildKit's `FollowSymlinks`), and how it was named.
 pub struct Matched {
+    /// The path as matched: a wildcard's match keeps a symlink's own name.
     pub rel: String,
+    /// `rel` with its symlinks resolved: where the contents are read.
+    pub resolved: String,
     pub host: PathBuf,
     pub meta: Metadata,
     pub from_wildcard: bool,
@@ -333,7 +336,8 @@ pub fn expand(src: &Src, pattern: &str) -> Result<Vec<Matched>> {
         let host = host_path(src.root, &resolved);
         return match fs::metadata(&host) {
             Ok(meta) if !src.excluded(rel) && !src.excluded(&resolved) => Ok(vec![Matched {
-                rel: resolved,
+                rel: rel.to_string(),
+                resolved,
                 host,
                 meta,
                 from_wildcard: false,
@@ -383,6 +387,7 @@ pub fn expand(src: &Src, pattern: &str) -> Result<Vec<Matched>> {
         if let Ok(meta) = fs::metadata(&host) {
             out.push(Matched {
                 rel,
+                resolved,
                 host,
                 meta,
                 from_wildcard: true,
@@ -426,9 +431,13 @@ pub fn copy_dir_contents(
 ) -> Result<()> {
     let empty = Matcher::from_patterns::<&str>(&[]).map_err(|e| anyhow!("{e}"))?;
     let matcher = src.matcher.unwrap_or(&empty);
-    let entries = ignore::walk(src.root, &m.rel, matcher)
+    let entries = ignore::walk(src.root, &m.resolved, matcher)
         .with_context(|| format!("cannot read {} in the {}", m.rel, src.what))?;
-    let prefix_len = if m.rel.is_empty() { 0 } else { m.rel.len() + 1 };
+    let prefix_len = if m.resolved.is_empty() {
+        0
+    } else {
+        m.resolved.len() + 1
+    };
     // The directory itself: BuildKit creates the destination (0755, owned
     // by the --chown user or root) and gives it only the source's mtime,
     // even when it exists already; its mode and owner stay.
@@ -439,7 +448,7 @@ pub fn copy_dir_contents(
         t.touch_dir(&resolved, top.mtime, top.mtime_nsec)?;
     }
     for e in entries {
-        if e.rel_path.len() < prefix_len || e.rel_path == m.rel {
+        if e.rel_path.len() < prefix_len || e.rel_path == m.resolved {
             continue;
         }
         let sub = &e.rel_path[prefix_len..];

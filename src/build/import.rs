@@ -267,7 +267,7 @@ fn load_layout(
             digest,
             diff_id: diff_id.clone(),
             size: desc.size(),
-            compression: layer_compression(&desc.media_type().to_string()),
+            compression: layer_compression(desc.media_type().as_ref()),
         });
     }
     Ok(Image { config, layers })

@@ -106,7 +106,10 @@ pub fn apply(op: &Op, config: &mut ImageConfig, cmd_set: &mut bool) -> Option<St
             for p in ports {
                 c.exposed_ports.insert(p.clone(), Empty {});
             }
-            let m: Vec<String> = ports.iter().map(|p| format!("{p}:{{}}")).collect();
+            // Go prints a map with its keys sorted.
+            let mut m: Vec<String> = ports.iter().map(|p| format!("{p}:{{}}")).collect();
+            m.sort();
+            m.dedup();
             format!("EXPOSE map[{}]", m.join(" "))
         }
         Op::Volume { paths } => {

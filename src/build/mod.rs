@@ -124,7 +124,9 @@ pub fn build(
         .remove(&plan.target)
         .ok_or_else(|| anyhow!("the target stage was not built"))?;
     let mut config = target.config;
-    config.created = Some(created);
+    // An image without history (only ONBUILD, say) has no time, as in
+    // BuildKit.
+    config.created = (!config.history.is_empty()).then_some(created);
     config.rootfs.diff_ids = target.layers.iter().map(|l| l.diff_id.clone()).collect();
     Ok(Built {
         image: Image {

@@ -6,8 +6,9 @@ use std::path::Path;
 
 /// Resolves `user[:group]` against the filesystem at `root`.
 ///
-/// As the Dockerfile reference says: a user without a group gets the same
-/// numeric value as its gid.
+/// A numeric user without a group gets the same number as its gid (the
+/// Dockerfile reference); a user name without a group gets its primary
+/// group from /etc/passwd (what BuildKit does).
 pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -16,25 +17,29 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
     if user.is_empty() {
         return Err(format!("invalid --chown {spec:?}: the user is empty"));
     }
-    let uid = match user.parse::<u32>() {
-        Ok(n) => n,
+    let (uid, primary) = match user.parse::<u32>() {
+        Ok(n) => (n, n),
         Err(_) => lookup(root, "etc/passwd", user)
             .map_err(|why| format!("unable to find user {user:?} for --chown: {why}"))?,
     };
     let gid = match group {
-        None => uid,
+        None => primary,
         Some("") => return Err(format!("invalid --chown {spec:?}: the group is empty")),
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup(root, "etc/group", g)
-                .map_err(|why| format!("unable to find group {g:?} for --chown: {why}"))?,
+            Err(_) => {
+                lookup(root, "etc/group", g)
+                    .map_err(|why| format!("unable to find group {g:?} for --chown: {why}"))?
+                    .0
+            }
         },
     };
     Ok((uid, gid))
 }
 
-/// The third field of the line whose first field is `name`.
-fn lookup(root: &Path, file: &str, name: &str) -> Result<u32, String> {
+/// The third and fourth fields of the line whose first field is `name`
+/// (the fourth is the gid in /etc/passwd; 0 when absent or not a number).
+fn lookup(root: &Path, file: &str, name: &str) -> Result<(u32, u32), String> {
     let rel = resolve_in_root(root, file, true).map_err(|e| e.to_string())?;
     let text = match std::fs::read(host_path(root, &rel)) {
         Ok(t) => String::from_utf8_lossy(&t).into_owned(),
@@ -46,10 +51,15 @@ fn lookup(root: &Path, file: &str, name: &str) -> Result<u32, String> {
     for line in text.lines() {
         let mut fields = line.split(':');
         if fields.next() == Some(name) {
-            return fields
+            let id = fields
                 .nth(1)
                 .and_then(|id| id.trim().parse::<u32>().ok())
-                .ok_or_else(|| format!("/{file} has a malformed entry for {name:?}"));
+                .ok_or_else(|| format!("/{file} has a malformed entry for {name:?}"))?;
+            let second = fields
+                .next()
+                .and_then(|g| g.trim().parse::<u32>().ok())
+                .unwrap_or(0);
+            return Ok((id, second));
         }
     }
     Err(format!("no entry in /{file}"))
@@ -69,7 +79,7 @@ mod tests {
         )
         .expect("w");
         std::fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("w");
-        assert_eq!(resolve_chown(d.path(), "app").expect("ok"), (1001, 1001));
+        assert_eq!(resolve_chown(d.path(), "app").expect("ok"), (1001, 1002));
         assert_eq!(
             resolve_chown(d.path(), "app:staff").expect("ok"),
             (1001, 50)

@@ -20,7 +20,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         .resolve(&args.context, &|k| std::env::var(k).ok())
         .map_err(|e| Failure::usage(e.0))?;
     let missing = args.unimplemented().map_err(|e| Failure::usage(e.0))?;
-    if !missing.is_empty() && args.dry_run.is_none() {
+    if !missing.is_empty() {
         return Err(Failure::usage(format!(
             "{} {} parsed and validated but not implemented yet in kiln {}",
             missing.join(", "),

@@ -589,8 +589,8 @@ mod tests {
             let x = r[i % r.len()] as usize;
             i += 1;
             v.extend_from_slice(WORDS[x % WORDS.len()].as_bytes());
-            v.push(if x % 11 == 0 { b'\n' } else { b' ' });
-            if x % 37 == 0 {
+            v.push(if x.is_multiple_of(11) { b'\n' } else { b' ' });
+            if x.is_multiple_of(37) {
                 v.extend_from_slice(format!("{}", x * 7919 + i).as_bytes());
             }
         }

@@ -22,15 +22,14 @@ CMD ["--serve"]
 "#;
 
 fn meta_ctx() -> Ctx {
-    let c = Ctx::new(
+    Ctx::new(
         META,
         &[
             ("hello.txt", "hello\n"),
             ("dir/a.txt", "a\n"),
             ("dir/sub/b.txt", "b\n"),
         ],
-    );
-    c
+    )
 }
 
 /// Every metadata instruction lands in the config, with Docker's field

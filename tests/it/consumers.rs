@@ -124,7 +124,10 @@ fn docker_loads_runs_and_inspects_the_image() {
     let c = app_ctx();
     let out = c.path("docker.tar");
     let spec = format!("type=docker,dest={}", out.display());
+    let sde = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
     let o = c.kiln(&[
+        sde[0],
+        sde[1],
         "-t",
         "kiln-test/app:1.0",
         "-t",
@@ -157,6 +160,8 @@ fn docker_loads_runs_and_inspects_the_image() {
     let id = inspect[0]["Id"].as_str().expect("id").to_string();
     let iid = c.path("iid");
     let o = c.kiln(&[
+        sde[0],
+        sde[1],
         "-t",
         "kiln-test/app:1.0",
         "-o",
@@ -165,6 +170,18 @@ fn docker_loads_runs_and_inspects_the_image() {
         &iid.to_string_lossy(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let config_digest = {
+        let files = tar_files(&std::fs::read(&out).expect("docker.tar"));
+        let m: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest.json");
+        format!(
+            "sha256:{}",
+            m[0]["Config"]
+                .as_str()
+                .expect("Config")
+                .trim_start_matches("blobs/sha256/")
+        )
+    };
+    assert_eq!(config_digest, id, "docker's image ID is the config digest");
     assert_eq!(std::fs::read_to_string(iid).expect("iidfile"), id);
 }
 
