@@ -22,7 +22,10 @@ def main():
     os.makedirs(out, exist_ok=True)
     written = 0
     for i in range(files):
-        d = os.path.join(out, f"pkg{i % 40:02d}", f"mod{(i // 40) % 10}", f"sub{i % 7}")
+        # About 25 files per directory, three levels deep, as in a web app's
+        # source tree (about 320 directories for 8,000 files).
+        n = i // 25
+        d = os.path.join(out, f"pkg{n % 16:02d}", f"mod{(n // 16) % 5}", f"sub{n // 80}")
         os.makedirs(d, exist_ok=True)
         remaining = total - written
         size = max(1, min(remaining, int(rng.expovariate(1 / avg)))) if i < files - 1 else max(1, remaining)

@@ -3,19 +3,19 @@
 //!
 //! Sources come from a [`Src`] (the build context seen through
 //! `.dockerignore`, a stage's root filesystem, or a named context). The
-//! target is a stage's root filesystem, or an empty directory for
-//! `--link`. Every path written is recorded in [`Target::changes`]; the
-//! layer is made from those paths afterwards. All paths in the target are
-//! resolved inside it ([`crate::snapshot::resolve_in_root`]).
+//! [`Target`] decides, against a [`View`] of the stage's filesystem, which
+//! entries the step writes; the layer is made from them, its file contents
+//! read from the sources. All destination paths resolve inside the view.
 
 use super::chmod::Chmod;
 use super::glob;
+use super::view::{Node, NodeKind, View};
 use crate::context::ignore::{self, Matcher};
+use crate::layer::writer::{Entry, EntryKind, FileSource};
 use crate::snapshot::{host_path, join_rel, parent_rel, resolve_in_root};
 use anyhow::{anyhow, bail, Context as _, Result};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File, Metadata};
-use std::io;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -47,62 +47,100 @@ pub struct Settings {
     pub exclude: Option<Matcher>,
 }
 
-/// The directory being written, and what was written to it.
+/// The entries one step writes, decided against a [`View`] of the stage's
+/// filesystem. Nothing is written to disk: the layer is made from
+/// [`Target::finish`]'s entries, whose file contents are read from the
+/// sources.
 pub struct Target<'a> {
-    pub root: &'a Path,
-    pub changes: &'a mut BTreeSet<String>,
+    view: &'a View,
+    entries: BTreeMap<String, Entry>,
     links: HashMap<(u64, u64), String>,
-    /// Directories whose metadata is set once their contents are written.
-    dir_meta: BTreeMap<String, (u32, u32, u32, i64, u32)>,
     resolved: HashMap<String, String>,
 }
 
 impl<'a> Target<'a> {
-    pub fn new(root: &'a Path, changes: &'a mut BTreeSet<String>) -> Self {
+    pub fn new(view: &'a View) -> Self {
         Target {
-            root,
-            changes,
+            view,
+            entries: BTreeMap::new(),
             links: HashMap::new(),
-            dir_meta: BTreeMap::new(),
             resolved: HashMap::new(),
         }
     }
 
-    /// Sets the metadata of the directories written, deepest first, so
-    /// that writing children does not disturb a parent's mtime.
-    pub fn finish(self) -> Result<()> {
-        for (rel, (uid, gid, mode, secs, nanos)) in self.dir_meta.iter().rev() {
-            let p = host_path(self.root, rel);
-            set_meta(&p, *uid, *gid, Some(*mode), *secs, *nanos)?;
+    /// The entries written, plus every parent directory of them with its
+    /// metadata as it is (a snapshot diff has them too).
+    pub fn finish(self) -> Result<Vec<Entry>> {
+        let mut all = self.entries;
+        let paths: Vec<String> = all.keys().cloned().collect();
+        for p in paths {
+            let mut parent = parent_rel(&p).to_string();
+            while !parent.is_empty() && !all.contains_key(&parent) {
+                let node = self
+                    .view
+                    .lstat(&parent)?
+                    .ok_or_else(|| anyhow!("/{parent} disappeared"))?;
+                all.insert(parent.clone(), dir_entry(&parent, &node));
+                parent = parent_rel(&parent).to_string();
+            }
         }
-        Ok(())
+        Ok(all.into_values().collect())
     }
 
-    /// Resolves a directory path in the target, creating what is missing
-    /// (mode 0755, owned by `owner`, time `now`), and returns it resolved.
+    fn lstat(&self, rel: &str) -> Result<Option<Node>> {
+        match self.entries.get(rel) {
+            Some(e) => Ok(Some(Node {
+                kind: match &e.kind {
+                    EntryKind::Dir => NodeKind::Dir,
+                    EntryKind::Symlink { target } => {
+                        NodeKind::Symlink(target.to_string_lossy().into_owned())
+                    }
+                    _ => NodeKind::Other,
+                },
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                mtime: e.mtime,
+            })),
+            None => self.view.lstat(rel),
+        }
+    }
+
+    fn insert(&mut self, e: Entry) {
+        if !matches!(e.kind, EntryKind::Dir) {
+            let prefix = format!("{}/", e.path);
+            self.entries.retain(|k, _| !k.starts_with(&prefix));
+            self.resolved
+                .retain(|_, v| !(v == &e.path || v.starts_with(&prefix)));
+        }
+        self.entries.insert(e.path.clone(), e);
+    }
+
+    /// Resolves a directory path, creating what is missing (mode 0755,
+    /// owned by `owner`, time `now`), and returns it resolved.
     pub fn ensure_dir(&mut self, rel: &str, owner: (u32, u32), now: i64) -> Result<String> {
         if let Some(r) = self.resolved.get(rel) {
             return Ok(r.clone());
         }
-        let resolved = resolve_in_root(self.root, rel, true)?;
+        let resolved = self.view.resolve(&self.entries, rel, true)?;
         let mut cur = String::new();
         for comp in resolved.split('/').filter(|c| !c.is_empty()) {
             cur = join_rel(&cur, comp);
-            let host = host_path(self.root, &cur);
-            match fs::symlink_metadata(&host) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(anyhow!(
-                        "cannot copy to /{cur}: it exists in the image and is not a directory"
-                    ))
+            match self.lstat(&cur)? {
+                Some(n) if n.is_dir() => {}
+                Some(_) => {
+                    bail!("cannot copy to /{cur}: it exists in the image and is not a directory")
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&host).with_context(|| format!("cannot create /{cur}"))?;
-                    self.changes.insert(cur.clone());
-                    self.dir_meta
-                        .insert(cur.clone(), (owner.0, owner.1, 0o755, now, 0));
+                None => {
+                    let node = Node {
+                        kind: NodeKind::Dir,
+                        mode: 0o755,
+                        uid: owner.0,
+                        gid: owner.1,
+                        mtime: now,
+                    };
+                    self.insert(dir_entry(&cur, &node));
                 }
-                Err(e) => return Err(e).with_context(|| format!("cannot read /{cur}")),
             }
         }
         self.resolved.insert(rel.to_string(), resolved.clone());
@@ -131,96 +169,102 @@ impl<'a> Target<'a> {
         now: i64,
     ) -> Result<String> {
         let rel = self.place_path(rel, (m.uid, m.gid), now)?;
-        let dst = host_path(self.root, &rel);
         let ft = meta.file_type();
-        let existing = fs::symlink_metadata(&dst).ok();
-        if ft.is_dir() {
-            match existing {
-                Some(e) if e.is_dir() => {}
-                Some(_) => {
-                    fs::remove_file(&dst).with_context(|| format!("cannot replace /{rel}"))?;
-                    fs::create_dir(&dst).with_context(|| format!("cannot create /{rel}"))?;
-                }
-                None => fs::create_dir(&dst).with_context(|| format!("cannot create /{rel}"))?,
-            }
+        let (major, minor) = (
+            rustix::fs::major(meta.rdev()),
+            rustix::fs::minor(meta.rdev()),
+        );
+        let kind = if ft.is_dir() {
             self.resolved.insert(rel.clone(), rel.clone());
-            self.dir_meta
-                .insert(rel.clone(), (m.uid, m.gid, m.mode, m.mtime, m.mtime_nsec));
-            self.changes.insert(rel.clone());
-            return Ok(rel);
-        }
-        if let Some(e) = existing {
-            if e.is_dir() {
-                fs::remove_dir_all(&dst).with_context(|| format!("cannot replace /{rel}"))?;
-            } else {
-                fs::remove_file(&dst).with_context(|| format!("cannot replace /{rel}"))?;
-            }
-        }
-        if ft.is_file() && meta.nlink() > 1 {
+            EntryKind::Dir
+        } else if ft.is_file() {
             let key = (meta.dev(), meta.ino());
-            if let Some(first) = self.links.get(&key) {
-                fs::hard_link(host_path(self.root, first), &dst)
-                    .with_context(|| format!("cannot link /{rel}"))?;
-                self.changes.insert(rel.clone());
-                return Ok(rel);
+            match self.links.get(&key) {
+                Some(first) if meta.nlink() > 1 && self.entries.contains_key(first) => {
+                    EntryKind::Hardlink {
+                        target: first.clone(),
+                    }
+                }
+                _ => {
+                    if meta.nlink() > 1 {
+                        self.links.insert(key, rel.clone());
+                    }
+                    EntryKind::File {
+                        source: FileSource::Path(src.to_path_buf()),
+                        size: meta.len(),
+                    }
+                }
             }
-            self.links.insert(key, rel.clone());
-        }
-        if ft.is_file() {
-            let mut from =
-                File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
-            let mut to = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&dst)
-                .with_context(|| format!("cannot create /{rel}"))?;
-            io::copy(&mut from, &mut to)
-                .with_context(|| format!("cannot copy {} to /{rel}", src.display()))?;
         } else if ft.is_symlink() {
-            let target =
-                fs::read_link(src).with_context(|| format!("cannot read {}", src.display()))?;
-            std::os::unix::fs::symlink(&target, &dst)
-                .with_context(|| format!("cannot create /{rel}"))?;
-        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            let kind = if ft.is_fifo() {
-                rustix::fs::FileType::Fifo
-            } else if ft.is_char_device() {
-                rustix::fs::FileType::CharacterDevice
-            } else {
-                rustix::fs::FileType::BlockDevice
-            };
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                &dst,
-                kind,
-                rustix::fs::Mode::from_raw_mode(m.mode),
-                meta.rdev(),
-            )
-            .with_context(|| format!("cannot create /{rel}"))?;
+            EntryKind::Symlink {
+                target: fs::read_link(src)
+                    .with_context(|| format!("cannot read {}", src.display()))?
+                    .into_os_string(),
+            }
+        } else if ft.is_fifo() {
+            EntryKind::Fifo
+        } else if ft.is_char_device() {
+            EntryKind::CharDevice { major, minor }
+        } else if ft.is_block_device() {
+            EntryKind::BlockDevice { major, minor }
         } else {
-            bail!("cannot copy {}: unsupported file type", src.display());
-        }
-        let mode = (!ft.is_symlink()).then_some(m.mode);
-        set_meta(&dst, m.uid, m.gid, mode, m.mtime, m.mtime_nsec)?;
-        self.changes.insert(rel.clone());
+            bail!(
+                "cannot copy {}: sockets cannot be stored in an image",
+                src.display()
+            );
+        };
+        self.insert(Entry {
+            path: rel.clone(),
+            kind,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: m.mtime,
+            xattrs: BTreeMap::new(),
+        });
         Ok(rel)
     }
 
-    /// Writes a file with the given bytes (heredoc sources, downloads).
+    /// Writes a file with the given bytes (heredoc sources).
     pub fn put_bytes(&mut self, data: &[u8], rel: &str, m: &Meta, now: i64) -> Result<String> {
         let rel = self.place_path(rel, (m.uid, m.gid), now)?;
-        let dst = host_path(self.root, &rel);
-        if let Ok(e) = fs::symlink_metadata(&dst) {
-            if e.is_dir() {
-                fs::remove_dir_all(&dst)
-            } else {
-                fs::remove_file(&dst)
-            }
-            .with_context(|| format!("cannot replace /{rel}"))?;
-        }
-        fs::write(&dst, data).with_context(|| format!("cannot write /{rel}"))?;
-        set_meta(&dst, m.uid, m.gid, Some(m.mode), m.mtime, m.mtime_nsec)?;
-        self.changes.insert(rel.clone());
+        self.insert(Entry {
+            path: rel.clone(),
+            kind: EntryKind::File {
+                source: FileSource::Bytes(data.to_vec()),
+                size: data.len() as u64,
+            },
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: m.mtime,
+            xattrs: BTreeMap::new(),
+        });
+        Ok(rel)
+    }
+
+    /// Writes a file whose contents are read from `src` (downloads).
+    pub fn put_file(
+        &mut self,
+        src: &Path,
+        size: u64,
+        rel: &str,
+        m: &Meta,
+        now: i64,
+    ) -> Result<String> {
+        let rel = self.place_path(rel, (m.uid, m.gid), now)?;
+        self.insert(Entry {
+            path: rel.clone(),
+            kind: EntryKind::File {
+                source: FileSource::Path(src.to_path_buf()),
+                size,
+            },
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: m.mtime,
+            xattrs: BTreeMap::new(),
+        });
         Ok(rel)
     }
 
@@ -229,28 +273,37 @@ impl<'a> Target<'a> {
         self.links.clear();
     }
 
-    /// Records that the directory `rel` (resolved) gets `mtime`, keeping
-    /// its owner and mode.
-    pub fn touch_dir(&mut self, rel: &str, mtime: i64, nanos: u32) -> Result<()> {
-        let host = host_path(self.root, rel);
-        let m = fs::symlink_metadata(&host).with_context(|| format!("cannot read /{rel}"))?;
-        let entry = self.dir_meta.entry(rel.to_string()).or_insert((
-            m.uid(),
-            m.gid(),
-            m.mode() & 0o7777,
-            mtime,
-            nanos,
-        ));
-        entry.3 = mtime;
-        entry.4 = nanos;
-        self.changes.insert(rel.to_string());
+    /// Gives the directory `rel` (resolved) the time `mtime`, keeping its
+    /// owner and mode.
+    pub fn touch_dir(&mut self, rel: &str, mtime: i64) -> Result<()> {
+        let node = self
+            .lstat(rel)?
+            .ok_or_else(|| anyhow!("/{rel} does not exist"))?;
+        let mut e = dir_entry(rel, &node);
+        e.mtime = mtime;
+        self.insert(e);
         Ok(())
     }
 
-    /// Whether `rel` is an existing directory (following symlinks inside
-    /// the target).
+    /// Whether `rel` is an existing directory (following symlinks).
     pub fn is_dir(&self, rel: &str) -> bool {
-        resolve_in_root(self.root, rel, true).is_ok_and(|r| host_path(self.root, &r).is_dir())
+        self.view
+            .resolve(&self.entries, rel, true)
+            .ok()
+            .and_then(|r| self.lstat(&r).ok().flatten())
+            .is_some_and(|n| n.is_dir())
+    }
+}
+
+fn dir_entry(path: &str, n: &Node) -> Entry {
+    Entry {
+        path: path.to_string(),
+        kind: EntryKind::Dir,
+        mode: n.mode,
+        uid: n.uid,
+        gid: n.gid,
+        mtime: n.mtime,
+        xattrs: BTreeMap::new(),
     }
 }
 
@@ -261,58 +314,6 @@ pub struct Meta {
     pub gid: u32,
     pub mode: u32,
     pub mtime: i64,
-    pub mtime_nsec: u32,
-}
-
-/// Sets owner, then mode (chown clears setuid), then times, without
-/// following a final symlink.
-pub fn set_meta(
-    p: &Path,
-    uid: u32,
-    gid: u32,
-    mode: Option<u32>,
-    secs: i64,
-    nanos: u32,
-) -> Result<()> {
-    use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
-    let owner = (
-        Some(rustix::fs::Uid::from_raw(uid)),
-        Some(rustix::fs::Gid::from_raw(gid)),
-    );
-    if let Err(e) = rustix::fs::chownat(CWD, p, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW) {
-        // Without root, ownership cannot be set; the layer still records
-        // what it should be (see the layer writer), so only fail as root.
-        if rustix::process::geteuid().is_root() {
-            return Err(io::Error::from(e))
-                .with_context(|| format!("cannot chown {}", p.display()));
-        }
-    }
-    if let Some(mode) = mode {
-        rustix::fs::chmodat(
-            CWD,
-            p,
-            rustix::fs::Mode::from_raw_mode(mode & 0o7777),
-            AtFlags::empty(),
-        )
-        .map_err(io::Error::from)
-        .with_context(|| format!("cannot chmod {}", p.display()))?;
-    }
-    let t = Timespec {
-        tv_sec: secs,
-        tv_nsec: nanos.into(),
-    };
-    rustix::fs::utimensat(
-        CWD,
-        p,
-        &Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(io::Error::from)
-    .with_context(|| format!("cannot set the times of {}", p.display()))?;
-    Ok(())
 }
 
 /// A source that matched: its path in the source root (symlinks at the
@@ -415,7 +416,6 @@ pub fn meta_for(src: &Src, s: &Settings, meta: &Metadata) -> Meta {
         gid,
         mode,
         mtime: meta.mtime(),
-        mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
     }
 }
 
@@ -445,7 +445,7 @@ pub fn copy_dir_contents(
     let top = meta_for(src, s, &m.meta);
     let resolved = t.ensure_dir(dest_rel, s.chown.unwrap_or((0, 0)), s.now)?;
     if with_top && !resolved.is_empty() {
-        t.touch_dir(&resolved, top.mtime, top.mtime_nsec)?;
+        t.touch_dir(&resolved, top.mtime)?;
     }
     for e in entries {
         if e.rel_path.len() < prefix_len || e.rel_path == m.resolved {

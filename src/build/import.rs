@@ -322,10 +322,12 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// A file ADD downloaded.
 pub struct Download {
+    /// Kept until the build's work directory is removed: the layer reads
+    /// it.
     pub path: PathBuf,
+    pub size: u64,
     pub name: String,
     pub mtime: Option<i64>,
-    _tmp: tempfile::TempPath,
 }
 
 /// Downloads `url` into `work`, checking `--checksum` when given.
@@ -357,7 +359,7 @@ pub fn download(url: &str, checksum: Option<&str>, work: &Path) -> Result<Downlo
     let (file, path) = tmp.into_parts();
     let mut w = HashingWriter::new(io::BufWriter::new(file));
     io::copy(&mut resp, &mut w).with_context(|| format!("cannot download {url}"))?;
-    let (mut inner, digest, _) = w.finish();
+    let (mut inner, digest, size) = w.finish();
     inner
         .flush()
         .with_context(|| format!("cannot write the download of {url}"))?;
@@ -374,11 +376,12 @@ pub fn download(url: &str, checksum: Option<&str>, work: &Path) -> Result<Downlo
         .find(|s| !s.is_empty() && !s.contains(':'))
         .unwrap_or("download")
         .to_string();
+    let path = path.keep().context("cannot keep the download")?;
     Ok(Download {
-        path: path.to_path_buf(),
+        path,
+        size,
         name,
         mtime,
-        _tmp: path,
     })
 }
 
@@ -420,10 +423,13 @@ pub fn extract_into(
     s: &copy::Settings,
     work: &Path,
 ) -> Result<()> {
+    // Kept until the build's work directory is removed: the layer reads
+    // the extracted files.
     let scratch = tempfile::Builder::new()
         .prefix("extract-")
         .tempdir_in(work)
-        .context("cannot create a scratch directory")?;
+        .context("cannot create a scratch directory")?
+        .keep();
     let f = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let (reader, _) = apply::decompressed(io::BufReader::new(f))
         .with_context(|| format!("cannot decompress {}", archive.display()))?;
@@ -435,11 +441,11 @@ pub fn extract_into(
         chown: None,
         devices: true,
     };
-    apply::apply(reader, scratch.path(), "", &opts)
+    apply::apply(reader, &scratch, "", &opts)
         .with_context(|| format!("cannot extract {}", archive.display()))?;
     t.ensure_dir(dest, s.chown.unwrap_or((0, 0)), s.now)?;
     let src = copy::Src {
-        root: scratch.path(),
+        root: &scratch,
         matcher: None,
         reset_owner: false,
         what: "archive".into(),

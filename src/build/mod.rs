@@ -14,6 +14,7 @@ mod import;
 mod layer;
 mod meta;
 mod users;
+mod view;
 
 pub use import::NamedContext;
 
@@ -22,11 +23,10 @@ use crate::image::config::{History, ImageConfig};
 use crate::image::{Image, LayerBlob};
 use crate::layer::compress::Compression;
 use crate::plan::{Base, CopyOp, Op, Plan, Source, Stage, Step};
-use crate::snapshot::host_path;
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Inputs of a build besides the plan.
 pub struct BuildOptions {
@@ -43,6 +43,9 @@ pub struct BuildOptions {
     pub threads: usize,
     /// A directory for this build's snapshots; removed by the caller.
     pub work: PathBuf,
+    /// Write the target stage's files to disk (for `type=local` and
+    /// `type=tar` outputs); otherwise only its layers are made.
+    pub materialize: bool,
 }
 
 /// A step failure, with the Dockerfile line it happened at.
@@ -61,7 +64,7 @@ pub struct Built {
 }
 
 struct StageState {
-    rootfs: PathBuf,
+    view: view::View,
     config: ImageConfig,
     layers: Vec<LayerBlob>,
     cmd_set: bool,
@@ -95,7 +98,7 @@ pub fn build(
             st.display_name(),
             base_text(&st.base)
         ));
-        let mut state = start_stage(plan, st, opts, store, &done, &mut images)
+        let mut state = start_stage(plan, st, opts, store, &mut done, &mut images)
             .map_err(|e| step_error(st.line, e))?;
         for step in &st.steps {
             n += 1;
@@ -111,7 +114,7 @@ pub fn build(
                 &mut state,
                 opts,
                 store,
-                &done,
+                &mut done,
                 &mut images,
                 now,
                 &created,
@@ -120,9 +123,12 @@ pub fn build(
         }
         done.insert(idx, state);
     }
-    let target = done
+    let mut target = done
         .remove(&plan.target)
         .ok_or_else(|| anyhow!("the target stage was not built"))?;
+    if opts.materialize {
+        target.view.materialize(store)?;
+    }
     let mut config = target.config;
     // An image without history (only ONBUILD, say) has no time, as in
     // BuildKit.
@@ -133,7 +139,7 @@ pub fn build(
             config,
             layers: target.layers,
         },
-        rootfs: target.rootfs,
+        rootfs: target.view.root,
     })
 }
 
@@ -173,7 +179,7 @@ fn start_stage(
     st: &Stage,
     opts: &BuildOptions,
     store: &Store,
-    done: &BTreeMap<usize, StageState>,
+    done: &mut BTreeMap<usize, StageState>,
     images: &mut import::Images,
 ) -> Result<StageState> {
     let rootfs = opts.work.join(format!("stage-{}", st.index));
@@ -181,11 +187,18 @@ fn start_stage(
         std::fs::remove_dir_all(&rootfs)
             .with_context(|| format!("cannot clear {}", rootfs.display()))?;
     }
+    std::fs::create_dir_all(&rootfs)
+        .with_context(|| format!("cannot create {}", rootfs.display()))?;
     let platform = st.platform.clone().unwrap_or_else(|| plan.platform.clone());
+    let fresh = |view, config, layers| StageState {
+        view,
+        config,
+        layers,
+        cmd_set: false,
+        last_arg_line: None,
+    };
     let mut state = match &st.base {
         Base::Scratch => {
-            std::fs::create_dir_all(&rootfs)
-                .with_context(|| format!("cannot create {}", rootfs.display()))?;
             let mut config = ImageConfig {
                 architecture: platform.arch.clone(),
                 os: platform.os.clone(),
@@ -194,37 +207,29 @@ fn start_stage(
             };
             // BuildKit's empty image works in `/`.
             config.config.working_dir = "/".into();
-            StageState {
-                rootfs,
-                config,
-                layers: Vec::new(),
-                cmd_set: false,
-                last_arg_line: None,
-            }
+            fresh(view::View::new(rootfs), config, Vec::new())
         }
         Base::Stage { index } => {
             let parent = done
                 .get(index)
                 .ok_or_else(|| anyhow!("stage {index} was not built"))?;
-            clone_tree(&parent.rootfs, &rootfs)?;
-            StageState {
-                rootfs,
-                config: parent.config.clone(),
-                layers: parent.layers.clone(),
-                cmd_set: false,
-                last_arg_line: None,
-            }
+            // What the parent has on disk is cloned; its pending layers
+            // are shared, not written.
+            crate::export::copy_dir(&parent.view.root, &rootfs)?;
+            fresh(
+                parent.view.derive(rootfs),
+                parent.config.clone(),
+                parent.layers.clone(),
+            )
         }
         Base::Image { reference } => {
             let img = images.get(reference, &opts.named, store, &platform)?;
-            clone_tree(&img.rootfs, &rootfs)?;
-            StageState {
-                rootfs,
-                config: img.image.config.clone(),
-                layers: img.image.layers.clone(),
-                cmd_set: false,
-                last_arg_line: None,
-            }
+            crate::export::copy_dir(&img.rootfs, &rootfs)?;
+            fresh(
+                view::View::new(rootfs),
+                img.image.config.clone(),
+                img.image.layers.clone(),
+            )
         }
     };
     if state.config.os == "linux" && state.config.config.env_get("PATH").is_none() {
@@ -235,30 +240,6 @@ fn start_stage(
     Ok(state)
 }
 
-/// Copies a whole tree, keeping everything (owners, modes, times, links).
-fn clone_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
-    let src = copy::Src {
-        root: from,
-        matcher: None,
-        reset_owner: false,
-        what: "base".into(),
-    };
-    let m = copy::expand(&src, "/")?;
-    let mut changes = BTreeSet::new();
-    let mut t = copy::Target::new(to, &mut changes);
-    let s = copy::Settings {
-        chown: None,
-        chmod: None,
-        now: 0,
-        exclude: None,
-    };
-    for item in &m {
-        copy::copy_dir_contents(&src, item, &s, &mut t, "/", true)?;
-    }
-    t.finish()
-}
-
 #[allow(clippy::too_many_arguments)]
 fn run_step(
     plan: &Plan,
@@ -267,7 +248,7 @@ fn run_step(
     state: &mut StageState,
     opts: &BuildOptions,
     store: &Store,
-    done: &BTreeMap<usize, StageState>,
+    done: &mut BTreeMap<usize, StageState>,
     images: &mut import::Images,
     now: i64,
     created: &str,
@@ -286,13 +267,13 @@ fn run_step(
             let owner = if user.is_empty() {
                 (0, 0)
             } else {
-                users::resolve_chown(&state.rootfs, &user).unwrap_or((0, 0))
+                users::resolve_chown(&|p| view_read(&state.view, p), &user).unwrap_or((0, 0))
             };
-            let mut changes = BTreeSet::new();
-            let mut t = copy::Target::new(&state.rootfs, &mut changes);
+            let mut t = copy::Target::new(&state.view);
             t.ensure_dir(path.trim_start_matches('/'), owner, now)?;
-            t.finish()?;
-            let layer = layer::commit(&state.rootfs, &changes, opts, store)?;
+            let entries = t.finish()?;
+            let layer = layer::write(entries.clone(), opts, store)?;
+            state.view.add_layer(entries, layer.clone());
             push_history(state, created, text.unwrap_or_default(), Some(layer))?;
         }
         Op::Arg { name, default, .. } => {
@@ -362,17 +343,23 @@ fn push_history(
     Ok(())
 }
 
+fn view_read(view: &view::View, rel: &str) -> Result<Option<Vec<u8>>, String> {
+    view.read(rel).map_err(|e| format!("{e:#}"))
+}
+
 fn run_copy(
     c: &CopyOp,
     state: &mut StageState,
     opts: &BuildOptions,
     store: &Store,
-    done: &BTreeMap<usize, StageState>,
+    done: &mut BTreeMap<usize, StageState>,
     images: &mut import::Images,
     now: i64,
 ) -> Result<LayerBlob> {
     let chown = match &c.chown {
-        Some(spec) => Some(users::resolve_chown(&state.rootfs, spec).map_err(|e| anyhow!(e))?),
+        Some(spec) => Some(
+            users::resolve_chown(&|p| view_read(&state.view, p), spec).map_err(|e| anyhow!(e))?,
+        ),
         None => None,
     };
     let chmod = match &c.chmod {
@@ -401,9 +388,11 @@ fn run_copy(
         ),
         Source::Stage { index } => {
             let s = done
-                .get(index)
+                .get_mut(index)
                 .ok_or_else(|| anyhow!("stage {index} was not built"))?;
-            (s.rootfs.clone(), None, false, format!("stage {index}"))
+            // Reading another stage needs its files on disk.
+            s.view.materialize(store)?;
+            (s.view.root.clone(), None, false, format!("stage {index}"))
         }
         Source::Image { reference } => {
             let named = opts.named.get(reference);
@@ -429,45 +418,22 @@ fn run_copy(
         reset_owner,
         what,
     };
-    let scratch;
-    let target_root: &Path = if c.link {
-        scratch = tempfile::Builder::new()
-            .prefix("link-")
-            .tempdir_in(&opts.work)
-            .context("cannot create a scratch directory")?;
-        scratch.path()
+    // With --link the layer is made against an empty filesystem, so it
+    // does not depend on the layers below.
+    let empty;
+    let base: &view::View = if c.link {
+        let dir = opts.work.join("empty");
+        std::fs::create_dir_all(&dir).context("cannot create an empty directory")?;
+        empty = view::View::new(dir);
+        &empty
     } else {
-        &state.rootfs
+        &state.view
     };
-    let mut changes = BTreeSet::new();
-    {
-        let mut t = copy::Target::new(target_root, &mut changes);
-        copy_sources(c, &src, &settings, &mut t, &state.rootfs, opts)?;
-        t.finish()?;
-    }
-    let layer = layer::commit(target_root, &changes, opts, store)?;
-    if c.link {
-        // The layer does not depend on what is below it; the stage's own
-        // filesystem gets the layer's contents merged over it.
-        let scratch_src = copy::Src {
-            root: target_root,
-            matcher: None,
-            reset_owner: false,
-            what: "link".into(),
-        };
-        let keep = copy::Settings {
-            chown: None,
-            chmod: None,
-            now,
-            exclude: None,
-        };
-        let mut sink = BTreeSet::new();
-        let mut t = copy::Target::new(&state.rootfs, &mut sink);
-        for item in copy::expand(&scratch_src, "/")? {
-            copy::copy_dir_contents(&scratch_src, &item, &keep, &mut t, "/", false)?;
-        }
-        t.finish()?;
-    }
+    let mut t = copy::Target::new(base);
+    copy_sources(c, &src, &settings, &mut t, opts)?;
+    let entries = t.finish()?;
+    let layer = layer::write(entries.clone(), opts, store)?;
+    state.view.add_layer(entries, layer.clone());
     Ok(layer)
 }
 
@@ -484,7 +450,6 @@ fn copy_sources(
     src: &copy::Src,
     s: &copy::Settings,
     t: &mut copy::Target,
-    stage_root: &Path,
     opts: &BuildOptions,
 ) -> Result<()> {
     let dest = c.dest.as_str();
@@ -503,7 +468,6 @@ fn copy_sources(
             gid: owner.1,
             mode,
             mtime: s.now,
-            mtime_nsec: 0,
         };
         t.put_bytes(inline.data.as_bytes(), &rel, &m, s.now)?;
     }
@@ -512,23 +476,19 @@ fn copy_sources(
         if c.add && crate::plan::values::is_remote(pattern) {
             let dl = import::download(pattern, c.checksum.as_deref(), &opts.work)?;
             let name = dl.name.clone();
-            let rel =
-                if dest_is_dir || t.is_dir(dest_rel) || stage_root_is_dir(stage_root, dest_rel) {
-                    crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &name)
-                } else {
-                    dest_rel.to_string()
-                };
+            let rel = if dest_is_dir || t.is_dir(dest_rel) {
+                crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &name)
+            } else {
+                dest_rel.to_string()
+            };
             let mode = s.chmod.as_ref().map_or(0o600, |m| m.apply(0o600, false));
             let m = copy::Meta {
                 uid: owner.0,
                 gid: owner.1,
                 mode,
                 mtime: dl.mtime.unwrap_or(s.now),
-                mtime_nsec: 0,
             };
-            let data = std::fs::read(&dl.path)
-                .with_context(|| format!("cannot read the download of {pattern}"))?;
-            t.put_bytes(&data, &rel, &m, s.now)?;
+            t.put_file(&dl.path, dl.size, &rel, &m, s.now)?;
             continue;
         }
         // A wildcard that matches nothing is not an error (BuildKit copies
@@ -565,8 +525,4 @@ fn copy_sources(
         t.put(&m.host, &m.meta, &rel, &meta, s.now)?;
     }
     Ok(())
-}
-
-fn stage_root_is_dir(root: &Path, rel: &str) -> bool {
-    crate::snapshot::resolve_in_root(root, rel, true).is_ok_and(|r| host_path(root, &r).is_dir())
 }

@@ -1,15 +1,15 @@
 //! `--chown` values: numeric ids, or names looked up in the image's own
 //! `/etc/passwd` and `/etc/group`, as BuildKit does (never the host's).
 
-use crate::snapshot::{host_path, resolve_in_root};
-use std::path::Path;
+/// Reads a file of the image by absolute path; `Ok(None)` when absent.
+pub type ReadFile<'a> = &'a dyn Fn(&str) -> Result<Option<Vec<u8>>, String>;
 
 /// Resolves `user[:group]` against the filesystem at `root`.
 ///
 /// A numeric user without a group gets the same number as its gid (the
 /// Dockerfile reference); a user name without a group gets its primary
 /// group from /etc/passwd (what BuildKit does).
-pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
+pub fn resolve_chown(read: ReadFile, spec: &str) -> Result<(u32, u32), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -19,7 +19,7 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
     }
     let (uid, primary) = match user.parse::<u32>() {
         Ok(n) => (n, n),
-        Err(_) => lookup(root, "etc/passwd", user)
+        Err(_) => lookup(read, "etc/passwd", user)
             .map_err(|why| format!("unable to find user {user:?} for --chown: {why}"))?,
     };
     let gid = match group {
@@ -28,7 +28,7 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => {
-                lookup(root, "etc/group", g)
+                lookup(read, "etc/group", g)
                     .map_err(|why| format!("unable to find group {g:?} for --chown: {why}"))?
                     .0
             }
@@ -39,14 +39,10 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
 
 /// The third and fourth fields of the line whose first field is `name`
 /// (the fourth is the gid in /etc/passwd; 0 when absent or not a number).
-fn lookup(root: &Path, file: &str, name: &str) -> Result<(u32, u32), String> {
-    let rel = resolve_in_root(root, file, true).map_err(|e| e.to_string())?;
-    let text = match std::fs::read(host_path(root, &rel)) {
-        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!("the image has no /{file}"))
-        }
-        Err(e) => return Err(format!("cannot read /{file}: {e}")),
+fn lookup(read: ReadFile, file: &str, name: &str) -> Result<(u32, u32), String> {
+    let text = match read(file)? {
+        Some(t) => String::from_utf8_lossy(&t).into_owned(),
+        None => return Err(format!("the image has no /{file}")),
     };
     for line in text.lines() {
         let mut fields = line.split(':');
@@ -69,27 +65,35 @@ fn lookup(root: &Path, file: &str, name: &str) -> Result<(u32, u32), String> {
 mod tests {
     use super::resolve_chown;
 
+    fn files(
+        passwd: Option<&'static str>,
+        group: Option<&'static str>,
+    ) -> impl Fn(&str) -> Result<Option<Vec<u8>>, String> {
+        move |p: &str| {
+            Ok(match p {
+                "etc/passwd" => passwd.map(|s| s.as_bytes().to_vec()),
+                "etc/group" => group.map(|s| s.as_bytes().to_vec()),
+                _ => None,
+            })
+        }
+    }
+
     #[test]
     fn names_come_from_the_image() {
-        let d = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(d.path().join("etc")).expect("mkdir");
-        std::fs::write(
-            d.path().join("etc/passwd"),
-            "root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/app:/bin/sh\n",
-        )
-        .expect("w");
-        std::fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("w");
-        assert_eq!(resolve_chown(d.path(), "app").expect("ok"), (1001, 1002));
-        assert_eq!(
-            resolve_chown(d.path(), "app:staff").expect("ok"),
-            (1001, 50)
+        let read = files(
+            Some("root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/app:/bin/sh\n"),
+            Some("root:x:0:\nstaff:x:50:\n"),
         );
-        assert_eq!(resolve_chown(d.path(), "7:8").expect("ok"), (7, 8));
-        assert_eq!(resolve_chown(d.path(), "7").expect("ok"), (7, 7));
-        let e = resolve_chown(d.path(), "nobody").expect_err("unknown");
+        assert_eq!(resolve_chown(&read, "app").expect("ok"), (1001, 1002));
+        assert_eq!(resolve_chown(&read, "app:staff").expect("ok"), (1001, 50));
+        assert_eq!(resolve_chown(&read, "7:8").expect("ok"), (7, 8));
+        assert_eq!(resolve_chown(&read, "7").expect("ok"), (7, 7));
+        let e = resolve_chown(&read, "nobody").expect_err("unknown");
         assert!(e.contains("no entry in /etc/passwd"), "{e}");
-        let empty = tempfile::tempdir().expect("tempdir");
-        let e = resolve_chown(empty.path(), "app").expect_err("no passwd");
+        let e = resolve_chown(&read, "app:nogroup").expect_err("unknown group");
+        assert!(e.contains("unable to find group"), "{e}");
+        let none = files(None, None);
+        let e = resolve_chown(&none, "app").expect_err("no passwd");
         assert!(e.contains("the image has no /etc/passwd"), "{e}");
     }
 }

@@ -146,6 +146,9 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         compression,
         threads,
         work: work.path().to_path_buf(),
+        materialize: outputs
+            .iter()
+            .any(|o| matches!(o.kind, export::Kind::Local | export::Kind::Tar)),
     };
     let mut log = |line: &str| {
         if !quiet {

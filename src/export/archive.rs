@@ -42,6 +42,7 @@ pub fn copy_dir(from: &Path, dest: &Path) -> Result<()> {
     let producer = std::thread::spawn(move || {
         let opts = crate::layer::writer::WriteOptions {
             source_date_epoch: None,
+            ..Default::default()
         };
         crate::layer::writer::write_tar(entries, writer, &opts).map(|_| ())
     });

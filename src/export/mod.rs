@@ -9,6 +9,8 @@
 
 mod archive;
 
+pub use archive::copy_dir;
+
 use crate::image::{Blob, Image};
 use crate::layer::compress::Compression;
 use crate::layer::writer::{self, Entry, FileSource, WriteOptions};
@@ -172,6 +174,7 @@ pub fn write(out: &Output, e: &Export) -> Result<()> {
             let entries = writer::entries_from_dir(e.rootfs, "")?;
             let opts = WriteOptions {
                 source_date_epoch: e.source_date_epoch,
+                ..Default::default()
             };
             writer::write_tar(entries, w, &opts)?;
             Ok(())
@@ -364,6 +367,7 @@ fn write_oci(w: &mut dyn Write, e: &Export, tags: &[String], oci: bool) -> Resul
         w,
         &WriteOptions {
             source_date_epoch: None,
+            ..Default::default()
         },
     )?;
     Ok(())
@@ -414,6 +418,7 @@ fn write_docker(w: &mut dyn Write, e: &Export, tags: &[String], oci: bool) -> Re
         w,
         &WriteOptions {
             source_date_epoch: None,
+            ..Default::default()
         },
     )?;
     Ok(())

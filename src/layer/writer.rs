@@ -115,6 +115,10 @@ pub struct WriteOptions {
     /// `SOURCE_DATE_EPOCH`: every mtime becomes `min(mtime, sde)`, as
     /// BuildKit's `rewrite-timestamp` does.
     pub source_date_epoch: Option<i64>,
+    /// Leave `FileSource::Path` files that share an inode as separate
+    /// files: the caller already wrote the hardlinks it wants as
+    /// `EntryKind::Hardlink` (COPY keeps links within one source only).
+    pub no_inode_links: bool,
 }
 
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -152,7 +156,9 @@ pub fn write_tar<W: Write>(
     {
         return Err(WriteError::Duplicate(w[1].path.clone()));
     }
-    link_shared_inodes(&mut entries)?;
+    if !opts.no_inode_links {
+        link_shared_inodes(&mut entries)?;
+    }
     let mut out = BufWriter::with_capacity(COPY_BUF, out);
     let mut buf = vec![0u8; COPY_BUF];
     for e in &entries {
@@ -825,6 +831,7 @@ mod tests {
         es.push(x);
         let opts = WriteOptions {
             source_date_epoch: Some(1_000),
+            ..Default::default()
         };
         let tar = write_tar(es, Vec::new(), &opts).unwrap();
         assert_eq!(tar.len(), 12 * 512); // 8 headers, PAX header + records, end

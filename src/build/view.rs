@@ -1,0 +1,287 @@
+//! A stage's filesystem as the build sees it: a directory on disk (what
+//! is materialized) plus an index of the entries of layers made since,
+//! which are not written out until something needs real files.
+//!
+//! COPY into the final stage is the common case, and it never needs the
+//! files on disk: the layer is written straight from the sources. So the
+//! layer's entries go into the index, and lookups (does `/app` exist, is
+//! `/lib` a symlink, who owns `/etc`) consult the index before the
+//! directory. [`View::materialize`] applies the pending layers to the
+//! directory when real files are needed (a `COPY --from` of this stage,
+//! a `type=local` output).
+
+use crate::layer::writer::{Entry, EntryKind, FileSource};
+use crate::snapshot::{host_path, parent_rel};
+use anyhow::{Context as _, Result};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Symlinks followed in one resolution before giving up (Linux's limit).
+const MAX_LINKS: usize = 40;
+
+/// What a path is: enough of lstat for COPY's decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    Dir,
+    Symlink(String),
+    Other,
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        self.kind == NodeKind::Dir
+    }
+
+    fn of_entry(e: &Entry) -> Node {
+        let kind = match &e.kind {
+            EntryKind::Dir => NodeKind::Dir,
+            EntryKind::Symlink { target } => {
+                NodeKind::Symlink(target.to_string_lossy().into_owned())
+            }
+            _ => NodeKind::Other,
+        };
+        Node {
+            kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            mtime: e.mtime,
+        }
+    }
+
+    fn of_disk(p: &Path) -> io::Result<Option<Node>> {
+        let m = match fs::symlink_metadata(p) {
+            Ok(m) => m,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            NodeKind::Dir
+        } else if ft.is_symlink() {
+            NodeKind::Symlink(fs::read_link(p)?.to_string_lossy().into_owned())
+        } else {
+            NodeKind::Other
+        };
+        let _ = ft.is_fifo();
+        Ok(Some(Node {
+            kind,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: m.mtime(),
+        }))
+    }
+}
+
+/// A stage's filesystem: `root` on disk, overlaid by `index`.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub root: PathBuf,
+    /// Entries of layers not yet applied to `root`, by path.
+    index: BTreeMap<String, Entry>,
+    /// Those layers, bottom first, as blobs in the store.
+    pending: Vec<crate::image::LayerBlob>,
+}
+
+impl View {
+    pub fn new(root: PathBuf) -> View {
+        View {
+            root,
+            index: BTreeMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// A copy for a stage based on this one: the directory is cloned by
+    /// the caller into `root`; the pending layers are shared.
+    pub fn derive(&self, root: PathBuf) -> View {
+        View {
+            root,
+            index: self.index.clone(),
+            pending: self.pending.clone(),
+        }
+    }
+
+    /// What `rel` (resolved, no symlinks in its parents) is.
+    pub fn lstat(&self, rel: &str) -> Result<Option<Node>> {
+        if rel.is_empty() {
+            return Ok(Some(Node {
+                kind: NodeKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+            }));
+        }
+        if let Some(e) = self.index.get(rel) {
+            return Ok(Some(Node::of_entry(e)));
+        }
+        // A pending non-directory above hides whatever is on disk below.
+        let mut p = parent_rel(rel);
+        while !p.is_empty() {
+            if let Some(e) = self.index.get(p) {
+                if !matches!(e.kind, EntryKind::Dir) {
+                    return Ok(None);
+                }
+                break;
+            }
+            p = parent_rel(p);
+        }
+        let host = host_path(&self.root, rel);
+        Node::of_disk(&host).with_context(|| format!("cannot read /{rel}"))
+    }
+
+    /// Resolves `rel` following symlinks inside the view, as
+    /// [`crate::snapshot::resolve_in_root`] does on disk. `extra` is
+    /// consulted first (the entries of the step in progress).
+    pub fn resolve(
+        &self,
+        extra: &BTreeMap<String, Entry>,
+        rel: &str,
+        follow_final: bool,
+    ) -> Result<String> {
+        let mut done: Vec<String> = Vec::new();
+        let mut todo: Vec<String> = components(rel).into_iter().rev().collect();
+        let mut links = 0;
+        while let Some(c) = todo.pop() {
+            if c == ".." {
+                done.pop();
+                continue;
+            }
+            let is_last = todo.is_empty();
+            done.push(c);
+            if is_last && !follow_final {
+                break;
+            }
+            let cur = done.join("/");
+            let node = match extra.get(&cur) {
+                Some(e) => Some(Node::of_entry(e)),
+                None => self.lstat(&cur)?,
+            };
+            match node.map(|n| n.kind) {
+                Some(NodeKind::Symlink(target)) => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        anyhow::bail!(
+                            "too many levels of symbolic links resolving /{}",
+                            rel.trim_start_matches('/')
+                        );
+                    }
+                    done.pop();
+                    if target.starts_with('/') {
+                        done.clear();
+                    }
+                    todo.extend(components(&target).into_iter().rev());
+                }
+                Some(_) => {}
+                None => {
+                    // Missing: the rest is taken literally.
+                    while let Some(rest) = todo.pop() {
+                        if rest == ".." {
+                            done.pop();
+                        } else {
+                            done.push(rest);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(done.join("/"))
+    }
+
+    /// Reads a small file (/etc/passwd) through the view.
+    pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        let rel = self.resolve(&BTreeMap::new(), rel, true)?;
+        if let Some(e) = self.index.get(&rel) {
+            return match &e.kind {
+                EntryKind::File {
+                    source: FileSource::Bytes(b),
+                    ..
+                } => Ok(Some(b.clone())),
+                EntryKind::File {
+                    source: FileSource::Path(p),
+                    ..
+                } => Ok(Some(
+                    fs::read(p).with_context(|| format!("cannot read /{rel}"))?,
+                )),
+                _ => Ok(None),
+            };
+        }
+        if self.lstat(&rel)?.is_none() {
+            return Ok(None);
+        }
+        match fs::read(host_path(&self.root, &rel)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read /{rel}")),
+        }
+    }
+
+    /// Records a layer made on top of this view.
+    pub fn add_layer(&mut self, entries: Vec<Entry>, blob: crate::image::LayerBlob) {
+        for e in entries {
+            if !matches!(e.kind, EntryKind::Dir) {
+                // A file replacing a directory hides what was under it.
+                let prefix = format!("{}/", e.path);
+                let under: Vec<String> = self
+                    .index
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in under {
+                    self.index.remove(&k);
+                }
+            }
+            self.index.insert(e.path.clone(), e);
+        }
+        self.pending.push(blob);
+    }
+
+    /// Applies the pending layers to the directory, so that it holds the
+    /// stage's files.
+    pub fn materialize(&mut self, store: &crate::store::Store) -> Result<()> {
+        for blob in std::mem::take(&mut self.pending) {
+            let p = store.blob_path(&blob.digest)?;
+            let f =
+                fs::File::open(&p).with_context(|| format!("cannot open layer {}", blob.digest))?;
+            let (reader, _) = crate::layer::apply::decompressed(io::BufReader::new(f))
+                .with_context(|| format!("cannot decompress layer {}", blob.digest))?;
+            let opts = crate::layer::apply::ApplyOptions {
+                whiteouts: true,
+                same_owner: true,
+                chown: None,
+                devices: true,
+            };
+            crate::layer::apply::apply(reader, &self.root, "", &opts)
+                .with_context(|| format!("cannot apply layer {}", blob.digest))?;
+        }
+        self.index.clear();
+        Ok(())
+    }
+}
+
+fn components(p: &str) -> Vec<String> {
+    p.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::to_string)
+        .collect()
+}
