@@ -213,9 +213,13 @@ fn to_dest(dest: &Dest, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<
                 .into_inner()
                 .map_err(|e| e.into_error())
                 .with_context(|| format!("cannot write {}", p.display()))?;
-            tmp.as_file()
-                .sync_all()
-                .with_context(|| format!("cannot write {}", p.display()))?;
+            // A temporary file is 0600; an output is an ordinary file.
+            {
+                use std::os::unix::fs::PermissionsExt;
+                tmp.as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(0o644))
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
             tmp.persist(p)
                 .map_err(|e| e.error)
                 .with_context(|| format!("cannot write {}", p.display()))?;

@@ -217,3 +217,40 @@ fn missing_source_reports_the_line() {
     assert!(e.contains("Dockerfile:3"), "{e}");
     assert!(e.contains("nope: not found in the build context"), "{e}");
 }
+
+/// The README's main command builds the demo, and with SOURCE_DATE_EPOCH
+/// the digest is the same in two separate stores.
+#[test]
+fn readme_demo_builds_reproducibly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let demo = crate::util::root().join("testdata/demo");
+    let mut digests = Vec::new();
+    for i in 0..2 {
+        let out = tmp.path().join(format!("demo{i}.tar"));
+        let o = std::process::Command::new(crate::util::kiln_bin())
+            .args(["build", "-q", "-t", "demo:1.0.0", "--cache-dir"])
+            .arg(tmp.path().join(format!("store{i}")))
+            .arg("-o")
+            .arg(format!("type=oci,dest={}", out.display()))
+            .arg(&demo)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .expect("kiln");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let img = read_oci(&std::fs::read(&out).expect("demo.tar"));
+        assert_eq!(img.config["config"]["User"], "101:101");
+        assert_eq!(
+            img.config["config"]["Labels"]["org.opencontainers.image.version"],
+            "1.0.0"
+        );
+        let files = listing(&img.layers[0]);
+        assert!(
+            files
+                .iter()
+                .any(|l| l.starts_with("srv/www/version.txt\tfile\t0644\t101\t101\t")),
+            "{files:?}"
+        );
+        digests.push(img.manifest_digest);
+    }
+    assert_eq!(digests[0], digests[1]);
+}
