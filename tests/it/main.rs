@@ -6,6 +6,8 @@ mod cli;
 mod consumers;
 mod expand;
 mod image;
+mod inputs;
+mod outputs;
 mod parse;
 mod plan;
 mod realworld;
