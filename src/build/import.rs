@@ -72,7 +72,10 @@ impl NamedContext {
 /// An image ready to be a base or a COPY source.
 pub struct Imported {
     pub image: Image,
+    /// The image's files on disk (for a directory context: empty, and
+    /// `entries` holds its one layer, not yet written out).
     pub rootfs: PathBuf,
+    pub entries: Option<Vec<crate::layer::writer::Entry>>,
 }
 
 /// Images read during one build, each unpacked once.
@@ -93,10 +96,11 @@ impl Images {
     pub fn get(
         &mut self,
         reference: &str,
-        named: &BTreeMap<String, NamedContext>,
+        opts: &super::BuildOptions,
         store: &Store,
         platform: &Platform,
     ) -> Result<&Imported> {
+        let named = &opts.named;
         if !self.cache.contains_key(reference) {
             let n = self.cache.len();
             let rootfs = self.dir.join(format!("image-{n}"));
@@ -105,20 +109,34 @@ impl Images {
                     if !d.is_dir() {
                         bail!("build context {reference}: {} is not a directory", d.display());
                     }
-                    let config = ImageConfig {
+                    let mut config = ImageConfig {
                         architecture: platform.arch.clone(),
                         os: platform.os.clone(),
                         ..ImageConfig::default()
                     };
-                    // The directory is the filesystem; it is not copied here,
-                    // the stage clones it.
-                    Imported { image: Image { config, layers: Vec::new() }, rootfs: d.clone() }
+                    // The directory becomes the image's one layer, owned by
+                    // root as context files are; a stage based on it sees it
+                    // as a pending layer over an empty directory.
+                    let mut entries = crate::layer::writer::entries_from_dir(d, "")
+                        .with_context(|| format!("build context {reference}: cannot read {}", d.display()))?;
+                    for e in &mut entries {
+                        e.uid = 0;
+                        e.gid = 0;
+                    }
+                    let layer = super::layer::write(entries.clone(), opts, store)?;
+                    config.rootfs.diff_ids = vec![layer.diff_id.clone()];
+                    fs::create_dir_all(&rootfs).with_context(|| format!("cannot create {}", rootfs.display()))?;
+                    Imported {
+                        image: Image { config, layers: vec![layer] },
+                        rootfs,
+                        entries: Some(entries),
+                    }
                 }
                 Some(NamedContext::OciLayout { path, reference: r }) => {
                     fs::create_dir_all(&rootfs).with_context(|| format!("cannot create {}", rootfs.display()))?;
                     let image = load_layout(path, r.as_deref(), store, platform, &rootfs)
                         .with_context(|| format!("build context {reference}=oci-layout://{}", path.display()))?;
-                    Imported { image, rootfs }
+                    Imported { image, rootfs, entries: None }
                 }
                 Some(NamedContext::DockerImage(r)) => bail!(
                     "build context {reference}=docker-image://{r}: pulling from a registry is not implemented yet in this version of kiln"

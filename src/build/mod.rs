@@ -223,13 +223,13 @@ fn start_stage(
             )
         }
         Base::Image { reference } => {
-            let img = images.get(reference, &opts.named, store, &platform)?;
+            let img = images.get(reference, opts, store, &platform)?;
             crate::export::copy_dir(&img.rootfs, &rootfs)?;
-            fresh(
-                view::View::new(rootfs),
-                img.image.config.clone(),
-                img.image.layers.clone(),
-            )
+            let mut v = view::View::new(rootfs);
+            if let (Some(entries), Some(layer)) = (&img.entries, img.image.layers.last()) {
+                v.add_layer(entries.clone(), layer.clone());
+            }
+            fresh(v, img.image.config.clone(), img.image.layers.clone())
         }
     };
     if state.config.os == "linux" && state.config.config.env_get("PATH").is_none() {
@@ -377,41 +377,40 @@ fn run_copy(
         now,
         exclude,
     };
-    let (src_root, matcher, reset_owner, what): (PathBuf, Option<&Matcher>, bool, String) = match &c
-        .source
-    {
-        Source::Context => (
-            opts.context.clone(),
-            Some(&opts.ignore),
-            true,
-            "build context".into(),
-        ),
-        Source::Stage { index } => {
-            let s = done
-                .get_mut(index)
-                .ok_or_else(|| anyhow!("stage {index} was not built"))?;
-            // Reading another stage needs its files on disk.
-            s.view.materialize(store)?;
-            (s.view.root.clone(), None, false, format!("stage {index}"))
-        }
-        Source::Image { reference } => {
-            let named = opts.named.get(reference);
-            match named {
-                Some(NamedContext::Dir(d)) => {
-                    (d.clone(), None, true, format!("build context {reference}"))
-                }
-                _ => {
-                    let img = images.get(reference, &opts.named, store, &state_platform(state))?;
-                    (
-                        img.rootfs.clone(),
-                        None,
-                        false,
-                        format!("image {reference}"),
-                    )
+    let (src_root, matcher, reset_owner, what): (PathBuf, Option<&Matcher>, bool, String) =
+        match &c.source {
+            Source::Context => (
+                opts.context.clone(),
+                Some(&opts.ignore),
+                true,
+                "build context".into(),
+            ),
+            Source::Stage { index } => {
+                let s = done
+                    .get_mut(index)
+                    .ok_or_else(|| anyhow!("stage {index} was not built"))?;
+                // Reading another stage needs its files on disk.
+                s.view.materialize(store)?;
+                (s.view.root.clone(), None, false, format!("stage {index}"))
+            }
+            Source::Image { reference } => {
+                let named = opts.named.get(reference);
+                match named {
+                    Some(NamedContext::Dir(d)) => {
+                        (d.clone(), None, true, format!("build context {reference}"))
+                    }
+                    _ => {
+                        let img = images.get(reference, opts, store, &state_platform(state))?;
+                        (
+                            img.rootfs.clone(),
+                            None,
+                            false,
+                            format!("image {reference}"),
+                        )
+                    }
                 }
             }
-        }
-    };
+        };
     let src = copy::Src {
         root: &src_root,
         matcher,

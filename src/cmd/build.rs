@@ -188,14 +188,8 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         .map_err(|e| build_failure(e.to_string()))?;
     let digest = docs.manifest.digest.clone();
     if let Some(p) = &args.iidfile {
-        // As buildx with the docker exporter: the image ID (config digest)
-        // when loading into Docker is the point, else the manifest digest.
-        let id = if outputs.iter().any(|o| o.kind == export::Kind::Docker) {
-            &docs.config.digest
-        } else {
-            &digest
-        };
-        write_file(p, id.as_bytes())?;
+        // The image ID, as buildx writes it: the config digest.
+        write_file(p, docs.config.digest.as_bytes())?;
     }
     if let Some(p) = &args.metadata_file {
         let mut m = serde_json::json!({

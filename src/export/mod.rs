@@ -359,7 +359,7 @@ fn write_oci(w: &mut dyn Write, e: &Export, tags: &[String], oci: bool) -> Resul
         FileSource::Bytes(layout_file()),
         layout_file().len() as u64,
     )];
-    let index = index_json(&docs.manifest, tags, None)?;
+    let index = index_json(&docs.manifest, tags, e.image.config.created.as_deref())?;
     entries.push(archive::file(
         "index.json",
         FileSource::Bytes(index.clone()),
@@ -398,7 +398,7 @@ fn write_docker(w: &mut dyn Write, e: &Export, tags: &[String], oci: bool) -> Re
         "Layers": layers,
     }]);
     let manifest = serde_json::to_vec(&manifest)?;
-    let index = index_json(&docs.manifest, tags, None)?;
+    let index = index_json(&docs.manifest, tags, e.image.config.created.as_deref())?;
     let mut entries = vec![
         archive::file(
             "oci-layout",

@@ -254,3 +254,48 @@ fn readme_demo_builds_reproducibly() {
     }
     assert_eq!(digests[0], digests[1]);
 }
+
+/// Rootless: as an unprivileged user (uid 65534, via setpriv) kiln builds
+/// the demo, whose layers set owners with --chown, to the same digest as
+/// root does: owners come from the layer entries, not from chown(2).
+#[test]
+fn rootless_build_matches_root() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let work = tmp.path().join("w");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(crate::util::root().join("testdata/demo"))
+        .arg(&work)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(tmp.path())
+        .status()
+        .expect("chown");
+    assert!(chown.success());
+    let build = |rootless: bool, name: &str| {
+        let out = tmp.path().join(name);
+        let mut cmd = if rootless {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(crate::util::kiln_bin());
+            c
+        } else {
+            std::process::Command::new(crate::util::kiln_bin())
+        };
+        let o = cmd
+            .args(["build", "-q", "--cache-dir"])
+            .arg(tmp.path().join(format!("{name}.store")))
+            .arg("-o")
+            .arg(format!("type=oci,dest={}", out.display()))
+            .arg(&work)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .expect("kiln");
+        assert!(o.status.success(), "rootless={rootless}: {}", stderr(&o));
+        read_oci(&std::fs::read(out).expect("archive")).manifest_digest
+    };
+    assert_eq!(build(true, "nobody.tar"), build(false, "root.tar"));
+}
