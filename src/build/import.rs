@@ -195,13 +195,13 @@ fn layer_compression(media_type: &str) -> Compression {
     }
 }
 
-fn load_layout(
+/// Reads the manifest and config of the image a layout holds under
+/// `reference` (a tag, a digest, or nothing when it holds one image).
+fn layout_manifest(
     layout: &Path,
     reference: Option<&str>,
-    store: &Store,
     platform: &Platform,
-    rootfs: &Path,
-) -> Result<Image> {
+) -> Result<(oci_spec::image::ImageManifest, ImageConfig)> {
     use oci_spec::image::{ImageIndex, ImageManifest};
     let index: ImageIndex = read_json(&layout.join("index.json"), "index")?;
     let descs = index.manifests();
@@ -258,6 +258,54 @@ fn load_layout(
             config.rootfs.diff_ids.len()
         );
     }
+    Ok((manifest, config))
+}
+
+/// Base-image configs for the planner, from the named contexts: what an
+/// OCI layout's image sets (ENV, WORKDIR, USER, SHELL, ONBUILD) shapes the
+/// plan of a stage built on it. Images from registries come with the
+/// registry client.
+pub struct NamedResolver<'a> {
+    pub named: &'a BTreeMap<String, NamedContext>,
+}
+
+impl crate::plan::ImageResolver for NamedResolver<'_> {
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Option<crate::plan::BaseConfig>, String> {
+        match self.named.get(reference) {
+            Some(NamedContext::OciLayout { path, reference: r }) => {
+                let (_, c) = layout_manifest(path, r.as_deref(), platform).map_err(|e| {
+                    format!(
+                        "build context {reference}=oci-layout://{}: {e:#}",
+                        path.display()
+                    )
+                })?;
+                let c = c.config;
+                Ok(Some(crate::plan::BaseConfig {
+                    env: c.env_pairs(),
+                    workdir: c.working_dir.clone(),
+                    user: c.user.clone(),
+                    shell: c.shell.clone(),
+                    onbuild: c.on_build.clone(),
+                }))
+            }
+            Some(NamedContext::Dir(_)) => Ok(Some(crate::plan::BaseConfig::default())),
+            _ => Ok(None),
+        }
+    }
+}
+
+fn load_layout(
+    layout: &Path,
+    reference: Option<&str>,
+    store: &Store,
+    platform: &Platform,
+    rootfs: &Path,
+) -> Result<Image> {
+    let (manifest, config) = layout_manifest(layout, reference, platform)?;
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(&config.rootfs.diff_ids) {
         let digest = desc.digest().to_string();

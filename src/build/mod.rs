@@ -16,7 +16,7 @@ mod meta;
 mod users;
 mod view;
 
-pub use import::NamedContext;
+pub use import::{NamedContext, NamedResolver};
 
 use crate::context::ignore::Matcher;
 use crate::image::config::{History, ImageConfig};

@@ -2,13 +2,13 @@
 //! (`--dry-run` stops after planning and prints the plan).
 
 use super::{exit, read_dockerfile, render_all, Failure};
-use crate::build::{self, BuildOptions, NamedContext, StepError};
+use crate::build::{self, BuildOptions, NamedContext, NamedResolver, StepError};
 use crate::cli::{BuildArgs, DockerfileSource, DryRun, Progress};
 use crate::dockerfile::diag::{Diagnostic, Pos};
 use crate::export::{self, Export, Output};
 use crate::layer::compress::Compression;
+use crate::plan::plan_source;
 use crate::plan::render;
-use crate::plan::{plan_source, NoResolver};
 use crate::store::Store;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -80,7 +80,8 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
 
     let src = read_dockerfile(&settings)?;
     let opts = settings.plan_options();
-    let plan = match plan_source(&src, &opts, &NoResolver) {
+    let resolver = NamedResolver { named: &named };
+    let plan = match plan_source(&src, &opts, &resolver) {
         Ok(p) => p,
         Err(e) => {
             eprint!("{}", render_all(&[e], &settings.display_name, &src));

@@ -566,3 +566,57 @@ fn registry_base_image_is_not_implemented() {
     assert!(e.contains("--build-context"), "{e}");
     assert!(o.stdout.is_empty(), "a failed build wrote an output");
 }
+
+/// The planner sees an OCI-layout base's config: its ENV expands in the
+/// child's instructions, its WORKDIR is where relative paths land, and its
+/// ONBUILD triggers run in the child (and are not inherited).
+#[test]
+fn oci_layout_base_config_shapes_the_plan() {
+    let b = Ctx::new(
+        "FROM scratch\nENV APP_HOME=/srv/app PATH=/opt/bin:/usr/bin\nWORKDIR /srv/app\n\
+         ONBUILD COPY trigger.txt ./from-trigger.txt\n",
+        &[],
+    );
+    let out = b.path("base.tar");
+    let spec = format!("type=oci,dest={}", out.display());
+    let o = b.kiln(&["-t", "base:v2", "-o", &spec]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let layout = b.path("layout");
+    std::fs::create_dir(&layout).expect("mkdir");
+    let f = std::fs::File::open(&out).expect("opening base.tar");
+    tar::Archive::new(f)
+        .unpack(&layout)
+        .expect("unpacking the OCI archive");
+    let c = Ctx::new(
+        "FROM base\nENV PATH=/kiln/bin:$PATH\nCOPY rel.txt notes/\n",
+        &[("rel.txt", "r\n"), ("trigger.txt", "t\n")],
+    );
+    let ctx = format!("base=oci-layout://{}:v2", layout.display());
+    let img = build_local(&c, &["--build-context", &ctx]);
+    let cfg = &img.config["config"];
+    let env = cfg["Env"].as_array().expect("Env");
+    assert!(
+        env.iter().any(|v| v == "PATH=/kiln/bin:/opt/bin:/usr/bin"),
+        "{env:?}"
+    );
+    assert!(
+        cfg.get("OnBuild").is_none(),
+        "triggers are not inherited: {cfg}"
+    );
+    let mut paths = Vec::new();
+    for l in &img.layers {
+        paths.extend(
+            listing(l)
+                .into_iter()
+                .map(|l| l.split('\t').next().unwrap_or("").to_string()),
+        );
+    }
+    assert!(
+        paths.iter().any(|p| p == "srv/app/from-trigger.txt"),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p == "srv/app/notes/rel.txt"),
+        "{paths:?}"
+    );
+}
