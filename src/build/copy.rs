@@ -35,6 +35,15 @@ impl Src<'_> {
     fn excluded(&self, rel: &str) -> bool {
         !rel.is_empty() && self.matcher.is_some_and(|m| m.excluded(rel))
     }
+
+    /// Whether a source is invisible: excluded by name or by where it
+    /// resolves to, unless it is a directory under which an exception
+    /// re-includes something (the walk then yields only that).
+    fn hidden(&self, rel: &str, resolved: &str, is_dir: bool) -> bool {
+        let Some(m) = self.matcher else { return false };
+        let out = |p: &str| self.excluded(p) && !(is_dir && m.may_reinclude_under(p));
+        out(rel) || out(resolved)
+    }
 }
 
 /// Ownership, mode and time settings of one COPY.
@@ -325,7 +334,6 @@ pub struct Matched {
     pub resolved: String,
     pub host: PathBuf,
     pub meta: Metadata,
-    pub from_wildcard: bool,
 }
 
 /// Expands one source pattern against `src`.
@@ -336,34 +344,52 @@ pub fn expand(src: &Src, pattern: &str) -> Result<Vec<Matched>> {
         let resolved = resolve_in_root(src.root, rel, true)?;
         let host = host_path(src.root, &resolved);
         return match fs::metadata(&host) {
-            Ok(meta) if !src.excluded(rel) && !src.excluded(&resolved) => Ok(vec![Matched {
+            Ok(meta) if !src.hidden(rel, &resolved, meta.is_dir()) => Ok(vec![Matched {
                 rel: rel.to_string(),
                 resolved,
                 host,
                 meta,
-                from_wildcard: false,
             }]),
             Ok(_) => bail!(
                 "{pattern}: excluded by .dockerignore, so not in the {}",
                 src.what
             ),
-            Err(_) => bail!("{pattern}: not found in the {}", src.what),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                bail!("{pattern}: not found in the {}", src.what)
+            }
+            Err(e) => bail!("{pattern}: cannot read it in the {}: {e}", src.what),
         };
     }
     let mut level: Vec<String> = vec![String::new()];
     for comp in rel.split('/') {
         let mut next = Vec::new();
         for dir in &level {
+            // Directories are listed where they resolve inside the root,
+            // never through a symlink to the host.
+            let dir_resolved = resolve_in_root(src.root, dir, true)?;
+            let host = host_path(src.root, &dir_resolved);
             if !glob::has_meta(comp) {
                 let cand = join_rel(dir, comp);
-                if fs::symlink_metadata(host_path(src.root, &cand)).is_ok() {
+                if fs::symlink_metadata(host.join(comp)).is_ok() {
                     next.push(cand);
                 }
                 continue;
             }
-            let host = host_path(src.root, dir);
-            let Ok(rd) = fs::read_dir(&host) else {
-                continue;
+            let rd = match fs::read_dir(&host) {
+                Ok(rd) => rd,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                {
+                    continue
+                }
+                Err(e) => bail!(
+                    "{pattern}: cannot list /{dir_resolved} in the {}: {e}",
+                    src.what
+                ),
             };
             let mut names: Vec<String> = rd
                 .filter_map(|e| e.ok())
@@ -380,18 +406,17 @@ pub fn expand(src: &Src, pattern: &str) -> Result<Vec<Matched>> {
     }
     let mut out = Vec::new();
     for rel in level {
-        if src.excluded(&rel) {
-            continue;
-        }
         let resolved = resolve_in_root(src.root, &rel, true)?;
         let host = host_path(src.root, &resolved);
         if let Ok(meta) = fs::metadata(&host) {
+            if src.hidden(&rel, &resolved, meta.is_dir()) {
+                continue;
+            }
             out.push(Matched {
                 rel,
                 resolved,
                 host,
                 meta,
-                from_wildcard: true,
             });
         }
     }

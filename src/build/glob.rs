@@ -16,34 +16,44 @@ pub fn matches(pattern: &str, name: &str) -> Result<bool, String> {
     Ok(match_from(&p, &n))
 }
 
+/// Iterative matching with one backtracking point (the last `*`), so a
+/// pattern with many stars costs O(pattern × name), not exponential time.
+/// A star never consumes `/`, so an earlier star never needs to grow.
 fn match_from(p: &[char], n: &[char]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some('*') => {
-            let rest = &p[1..];
-            for i in 0..=n.len() {
-                if i > 0 && n[i - 1] == '/' {
-                    break;
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if let Some(&pc) = p.get(pi) {
+            let c = n[ni];
+            let step = match pc {
+                '*' => {
+                    star = Some((pi + 1, ni));
+                    pi += 1;
+                    continue;
                 }
-                if match_from(rest, &n[i..]) {
-                    return true;
-                }
+                '?' => (c != '/').then_some(1),
+                '[' => class(&p[pi + 1..])
+                    .filter(|(set, _)| c != '/' && set.matches(c))
+                    .map(|(_, len)| 1 + len),
+                '\\' => (p.get(pi + 1) == Some(&c)).then_some(2),
+                lit => (lit == c).then_some(1),
+            };
+            if let Some(k) = step {
+                pi += k;
+                ni += 1;
+                continue;
             }
-            false
         }
-        Some('?') => !n.is_empty() && n[0] != '/' && match_from(&p[1..], &n[1..]),
-        Some('[') => match (n.first(), class(&p[1..])) {
-            (Some(&c), Some((set, len))) if c != '/' && set.matches(c) => {
-                match_from(&p[1 + len..], &n[1..])
+        match star {
+            Some((sp, sn)) if n[sn] != '/' => {
+                star = Some((sp, sn + 1));
+                pi = sp;
+                ni = sn + 1;
             }
-            _ => false,
-        },
-        Some('\\') => match p.get(1) {
-            Some(&lit) => n.first() == Some(&lit) && match_from(&p[2..], &n[1..]),
-            None => false,
-        },
-        Some(&lit) => n.first() == Some(&lit) && match_from(&p[1..], &n[1..]),
+            _ => return false,
+        }
     }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 struct Class {
@@ -135,6 +145,13 @@ mod tests {
         assert!(!ok("\\*", "x"));
         assert!(ok("*", ".hidden"));
         assert!(matches("[]a]", "]").is_err());
+        assert!(ok("a*b*c", "aXbYc"));
+        assert!(!ok("a*b*c", "aXbY"));
+        assert!(ok("*x*", "xx"));
+        // Many stars against a long name that does not match: linear, not
+        // exponential (this took minutes with naive recursion).
+        let name = "a".repeat(200);
+        assert!(!ok("*a*a*a*a*a*a*a*a*a*a*b", &name));
         assert!(matches("[", "x").is_err());
         assert!(matches("a[", "b").is_err());
         assert!(matches("x\\", "x").is_err());

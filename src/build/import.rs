@@ -434,14 +434,7 @@ pub fn download(url: &str, checksum: Option<&str>, work: &Path) -> Result<Downlo
             bail!("the download of {url} has digest {digest}, but --checksum expects {want}");
         }
     }
-    let name = url
-        .split(['?', '#'])
-        .next()
-        .unwrap_or(url)
-        .rsplit('/')
-        .find(|s| !s.is_empty() && !s.contains(':'))
-        .unwrap_or("download")
-        .to_string();
+    let name = url_basename(url);
     let path = path.keep().context("cannot keep the download")?;
     Ok(Download {
         path,
@@ -449,6 +442,42 @@ pub fn download(url: &str, checksum: Option<&str>, work: &Path) -> Result<Downlo
         name,
         mtime,
     })
+}
+
+/// The file name ADD gives a download: the last segment of the URL's
+/// path, percent-decoded, or `__unnamed__` when there is none (BuildKit's
+/// rule).
+pub fn url_basename(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    let last = path.rsplit('/').next().unwrap_or("");
+    let bytes = last.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    let name = String::from_utf8_lossy(&out).into_owned();
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        "__unnamed__".to_string()
+    } else {
+        name
+    }
 }
 
 /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110's IMF-fixdate).
@@ -461,8 +490,10 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let m = months.iter().position(|x| x == mon)? as i64 + 1;
-    let d: i64 = day.parse().ok()?;
-    let y: i64 = year.parse().ok()?;
+    let d: i64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    // Years are four digits in an IMF-fixdate; anything else is refused
+    // rather than allowed to overflow.
+    let y: i64 = year.parse().ok().filter(|y| (1..=9999).contains(y))?;
     let t: Vec<i64> = hms
         .split(':')
         .map(|x| x.parse().ok())
@@ -470,6 +501,9 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     let [hh, mm, ss] = t.as_slice() else {
         return None;
     };
+    if !(0..24).contains(hh) || !(0..60).contains(mm) || !(0..=60).contains(ss) {
+        return None;
+    }
     // days_from_civil (Howard Hinnant).
     let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
     let era = y2.div_euclid(400);
@@ -533,6 +567,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn download_names() {
+        assert_eq!(url_basename("http://example.com/"), "__unnamed__");
+        assert_eq!(url_basename("http://example.com"), "__unnamed__");
+        assert_eq!(
+            url_basename("http://localhost:8080/dl/a%20b.txt?x=1#f"),
+            "a b.txt"
+        );
+        assert_eq!(url_basename("https://h/x/tool-1.2:3.tgz"), "tool-1.2:3.tgz");
+        assert_eq!(url_basename("https://h/x/%2F"), "__unnamed__");
+    }
+
+    #[test]
     fn http_dates() {
         assert_eq!(
             parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
@@ -543,6 +589,11 @@ mod tests {
             Some(1_700_000_000)
         );
         assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(
+            parse_http_date("Tue, 14 Nov 99999999999999999 22:13:20 GMT"),
+            None
+        );
+        assert_eq!(parse_http_date("Tue, 14 Nov 2023 99:13:20 GMT"), None);
     }
 
     #[test]

@@ -456,7 +456,7 @@ fn copy_sources(
     let dest_is_dir = dest.ends_with('/');
     let owner = s.chown.unwrap_or((0, 0));
     for inline in &c.inline {
-        let rel = if dest_is_dir {
+        let rel = if dest_is_dir || t.is_dir(dest_rel) {
             crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &inline.name)
         } else {
             dest_rel.to_string()
@@ -494,8 +494,13 @@ fn copy_sources(
         // nothing and still makes a layer); a missing plain name is.
         matched.extend(copy::expand(src, pattern)?);
     }
-    let several = matched.len() > 1 || matched.iter().any(|m| m.from_wildcard);
+    // Several matches go into the destination as a directory; a wildcard
+    // with one match follows the single-file rules (`COPY *.jar app.jar`).
+    let several = matched.len() > 1;
     for m in &matched {
+        if s.exclude.as_ref().is_some_and(|ex| ex.excluded(&m.rel)) {
+            continue;
+        }
         // Hardlinks are kept within one source, not across sources.
         t.forget_links();
         if m.meta.is_dir() {

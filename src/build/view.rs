@@ -192,47 +192,41 @@ impl View {
                     todo.extend(components(&target).into_iter().rev());
                 }
                 Some(_) => {}
-                None => {
-                    // Missing: the rest is taken literally.
-                    while let Some(rest) = todo.pop() {
-                        if rest == ".." {
-                            done.pop();
-                        } else {
-                            done.push(rest);
-                        }
-                    }
-                }
+                // Missing: kept as named; a later `..` climbs back into
+                // what exists, whose symlinks still resolve.
+                None => {}
             }
         }
         Ok(done.join("/"))
     }
 
-    /// Reads a small file (/etc/passwd) through the view.
+    /// Reads a small file (/etc/passwd) through the view: a regular file
+    /// of at most 4 MiB, or an error.
     pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        const MAX: u64 = 4 << 20;
         let rel = self.resolve(&BTreeMap::new(), rel, true)?;
-        if let Some(e) = self.index.get(&rel) {
-            return match &e.kind {
+        let path = match self.index.get(&rel) {
+            Some(e) => match &e.kind {
                 EntryKind::File {
                     source: FileSource::Bytes(b),
                     ..
-                } => Ok(Some(b.clone())),
+                } => return Ok(Some(b.clone())),
                 EntryKind::File {
                     source: FileSource::Path(p),
                     ..
-                } => Ok(Some(
-                    fs::read(p).with_context(|| format!("cannot read /{rel}"))?,
-                )),
-                _ => Ok(None),
-            };
-        }
-        if self.lstat(&rel)?.is_none() {
-            return Ok(None);
-        }
-        match fs::read(host_path(&self.root, &rel)) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read /{rel}")),
-        }
+                } => p.clone(),
+                _ => anyhow::bail!("/{rel} is not a regular file"),
+            },
+            None => {
+                if self.lstat(&rel)?.is_none() {
+                    return Ok(None);
+                }
+                host_path(&self.root, &rel)
+            }
+        };
+        crate::snapshot::read_small(&path, MAX)
+            .map(Some)
+            .with_context(|| format!("cannot read /{rel}"))
     }
 
     /// Records a layer made on top of this view.

@@ -21,7 +21,9 @@ pub fn load_ignore(context: &Path, dockerfile: Option<&Path>) -> Result<Matcher,
     }
     candidates.push(context.join(".dockerignore"));
     for c in candidates {
-        match std::fs::read(&c) {
+        // A regular file of at most 16 MiB: a FIFO or a device named
+        // .dockerignore must not hang or exhaust the build.
+        match crate::snapshot::read_small(&c, 16 << 20) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
                 return Matcher::parse(&text).map_err(|e| format!("{}: {e}", c.display()));

@@ -65,16 +65,10 @@ pub fn resolve_in_root(root: &Path, rel: &str, follow_final: bool) -> Result<Str
             }
             Ok(_) => done.push(c),
             Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
-                // Missing (or under a non-directory): the rest is taken
-                // literally; nothing below can be a symlink.
+                // Missing (or under a non-directory): kept as named. The
+                // loop goes on, because a later `..` can climb back into
+                // real directories whose symlinks must still be resolved.
                 done.push(c);
-                while let Some(rest) = todo.pop() {
-                    if rest == ".." {
-                        done.pop();
-                    } else {
-                        done.push(rest);
-                    }
-                }
             }
             Err(source) => return Err(PathError::Io { path: host, source }),
         }
@@ -87,6 +81,40 @@ fn components(p: &str) -> Vec<String> {
         .filter(|c| !c.is_empty() && *c != ".")
         .map(str::to_string)
         .collect()
+}
+
+/// Reads a small regular file (a config file of an image or a context):
+/// refuses FIFOs, devices and directories (opened without blocking, so a
+/// FIFO cannot hang the build) and anything larger than `max` bytes.
+pub fn read_small(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    if meta.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is larger than {max} bytes", path.display()),
+        ));
+    }
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is larger than {max} bytes", path.display()),
+        ));
+    }
+    Ok(buf)
 }
 
 /// The host path of a root-relative path.
@@ -146,5 +174,11 @@ mod tests {
             Err(PathError::Loop(_))
         ));
         assert_eq!(resolve_in_root(root, "/", true).expect("r"), "");
+        // A `..` after a missing component climbs back into real
+        // directories, whose symlinks still resolve inside the root.
+        assert_eq!(
+            resolve_in_root(root, "nope/../evil/etc/passwd", true).expect("r"),
+            "etc/passwd"
+        );
     }
 }

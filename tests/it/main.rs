@@ -5,6 +5,7 @@ mod buildkit_build;
 mod cli;
 mod consumers;
 mod expand;
+mod hostile;
 mod image;
 mod inputs;
 mod outputs;
