@@ -29,6 +29,10 @@ pub struct Src<'a> {
     pub reset_owner: bool,
     /// Shown in "not found" errors: "build context", "stage builder".
     pub what: String,
+    /// Owners that the files on disk may not show: without root, unpacked
+    /// files belong to the user running kiln, so a stage's or an archive's
+    /// intended owners come from here.
+    pub owners: Option<&'a dyn Fn(&str) -> Option<(u32, u32)>>,
 }
 
 impl Src<'_> {
@@ -424,11 +428,14 @@ pub fn expand(src: &Src, pattern: &str) -> Result<Vec<Matched>> {
 }
 
 /// The owner and mode a copied object gets.
-pub fn meta_for(src: &Src, s: &Settings, meta: &Metadata) -> Meta {
+pub fn meta_for(src: &Src, s: &Settings, rel: &str, meta: &Metadata) -> Meta {
     let (uid, gid) = match s.chown {
         Some(o) => o,
         None if src.reset_owner => (0, 0),
-        None => (meta.uid(), meta.gid()),
+        None => src
+            .owners
+            .and_then(|f| f(rel))
+            .unwrap_or((meta.uid(), meta.gid())),
     };
     let mode = meta.mode() & 0o7777;
     let is_link = meta.file_type().is_symlink();
@@ -467,7 +474,7 @@ pub fn copy_dir_contents(
     // by the --chown user or root) and gives it only the source's mtime,
     // even when it exists already; its mode and owner stay.
     let dest_rel = dest.trim_matches('/');
-    let top = meta_for(src, s, &m.meta);
+    let top = meta_for(src, s, &m.resolved, &m.meta);
     let resolved = t.ensure_dir(dest_rel, s.chown.unwrap_or((0, 0)), s.now)?;
     if with_top && !resolved.is_empty() {
         t.touch_dir(&resolved, top.mtime)?;
@@ -483,7 +490,7 @@ pub fn copy_dir_contents(
             }
         }
         let host = host_path(src.root, &e.rel_path);
-        let meta = meta_for(src, s, &e.metadata);
+        let meta = meta_for(src, s, &e.rel_path, &e.metadata);
         t.put(&host, &e.metadata, &join_rel(dest_rel, sub), &meta, s.now)?;
     }
     Ok(())

@@ -444,6 +444,35 @@ pub fn download(url: &str, checksum: Option<&str>, work: &Path) -> Result<Downlo
     })
 }
 
+/// The owner of every entry of an archive, by cleaned relative path.
+fn archive_owners(archive: &Path) -> Result<std::collections::HashMap<String, (u32, u32)>> {
+    let f = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+    let (reader, _) = apply::decompressed(io::BufReader::new(f))
+        .with_context(|| format!("cannot decompress {}", archive.display()))?;
+    let mut out = std::collections::HashMap::new();
+    let mut ar = tar::Archive::new(reader);
+    let entries = ar
+        .entries()
+        .with_context(|| format!("cannot read {}", archive.display()))?;
+    for e in entries {
+        let e = e.with_context(|| format!("cannot read {}", archive.display()))?;
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let rel = crate::plan::values::clean_path(&format!("/{name}"))
+            .trim_start_matches('/')
+            .to_string();
+        let h = e.header();
+        let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
+        out.insert(
+            rel,
+            (
+                u32::try_from(uid).unwrap_or(0),
+                u32::try_from(gid).unwrap_or(0),
+            ),
+        );
+    }
+    Ok(out)
+}
+
 /// The file name ADD gives a download: the last segment of the URL's
 /// path, percent-decoded, or `__unnamed__` when there is none (BuildKit's
 /// rule).
@@ -544,11 +573,24 @@ pub fn extract_into(
     apply::apply(reader, &scratch, "", &opts)
         .with_context(|| format!("cannot extract {}", archive.display()))?;
     t.ensure_dir(dest, s.chown.unwrap_or((0, 0)), s.now)?;
+    // Without root the extracted files belong to the user running kiln;
+    // the owners the archive gives are read from its headers.
+    let owners = if rustix::process::geteuid().is_root() {
+        None
+    } else {
+        Some(archive_owners(archive)?)
+    };
+    let owner_of = owners
+        .as_ref()
+        .map(|m| move |rel: &str| m.get(rel).copied());
     let src = copy::Src {
         root: &scratch,
         matcher: None,
         reset_owner: false,
         what: "archive".into(),
+        owners: owner_of
+            .as_ref()
+            .map(|f| f as &dyn Fn(&str) -> Option<(u32, u32)>),
     };
     let keep = copy::Settings {
         chown: None,

@@ -411,11 +411,21 @@ fn run_copy(
                 }
             }
         };
+    // A stage's intended owners are in its view's index (the disk may not
+    // have them without root).
+    let stage_view = match &c.source {
+        Source::Stage { index } => done.get(index).map(|s| &s.view),
+        _ => None,
+    };
+    let owner_of = stage_view.map(|v| move |rel: &str| v.owner(rel));
     let src = copy::Src {
         root: &src_root,
         matcher,
         reset_owner,
         what,
+        owners: owner_of
+            .as_ref()
+            .map(|f| f as &dyn Fn(&str) -> Option<(u32, u32)>),
     };
     // With --link the layer is made against an empty filesystem, so it
     // does not depend on the layers below.
@@ -525,7 +535,7 @@ fn copy_sources(
             import::extract_into(&m.host, t, dest_rel.trim_end_matches('/'), s, &opts.work)?;
             continue;
         }
-        let meta = copy::meta_for(src, s, &m.meta);
+        let meta = copy::meta_for(src, s, &m.resolved, &m.meta);
         t.put(&m.host, &m.meta, &rel, &meta, s.now)?;
     }
     Ok(())

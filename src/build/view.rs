@@ -95,7 +95,8 @@ impl Node {
 #[derive(Debug, Clone)]
 pub struct View {
     pub root: PathBuf,
-    /// Entries of layers not yet applied to `root`, by path.
+    /// Entries of the layers made in this build, by path (applied to
+    /// `root` or not).
     index: BTreeMap<String, Entry>,
     /// Those layers, bottom first, as blobs in the store.
     pending: Vec<crate::image::LayerBlob>,
@@ -200,6 +201,11 @@ impl View {
         Ok(done.join("/"))
     }
 
+    /// The owner that layers made in this build gave `rel`, if any.
+    pub fn owner(&self, rel: &str) -> Option<(u32, u32)> {
+        self.index.get(rel).map(|e| (e.uid, e.gid))
+    }
+
     /// Reads a small file (/etc/passwd) through the view: a regular file
     /// of at most 4 MiB, or an error.
     pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
@@ -268,7 +274,8 @@ impl View {
             crate::layer::apply::apply(reader, &self.root, "", &opts)
                 .with_context(|| format!("cannot apply layer {}", blob.digest))?;
         }
-        self.index.clear();
+        // The index stays: it has the owners the files should have, which
+        // the disk lacks when kiln runs without root.
         Ok(())
     }
 }

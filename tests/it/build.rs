@@ -256,15 +256,42 @@ fn readme_demo_builds_reproducibly() {
 }
 
 /// Rootless: as an unprivileged user (uid 65534, via setpriv) kiln builds
-/// the demo, whose layers set owners with --chown, to the same digest as
-/// root does: owners come from the layer entries, not from chown(2).
+/// to the same digest as root does: the demo (owners set by --chown), and
+/// a stage that ADDs an archive of files owned by 123:456 and is then
+/// copied from. Owners come from layer entries and archive headers, not
+/// from what an unprivileged chown(2) could leave on disk.
 #[test]
 fn rootless_build_matches_root() {
+    rootless_matches_root(&crate::util::root().join("testdata/demo"));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).expect("mkdir");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS a\nADD a.tar /d/\nCOPY --chown=7:8 Dockerfile /g\n\
+         FROM scratch\nCOPY --from=a /g /g2\nCOPY --from=a /d /d2\n",
+    )
+    .expect("Dockerfile");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(3);
+    h.set_mode(0o640);
+    h.set_uid(123);
+    h.set_gid(456);
+    h.set_mtime(1_600_000_000);
+    h.set_cksum();
+    b.append_data(&mut h, "owned.txt", &b"abc"[..])
+        .expect("tar");
+    std::fs::write(ctx.join("a.tar"), b.into_inner().expect("tar")).expect("a.tar");
+    rootless_matches_root(&ctx);
+}
+
+fn rootless_matches_root(context: &std::path::Path) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let work = tmp.path().join("w");
     let status = std::process::Command::new("cp")
         .arg("-r")
-        .arg(crate::util::root().join("testdata/demo"))
+        .arg(context)
         .arg(&work)
         .status()
         .expect("cp");
