@@ -19,6 +19,9 @@ use std::fs::{self, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+/// Looks up the owner a source path should have.
+pub type OwnerOf<'a> = dyn Fn(&str) -> Option<(u32, u32)> + 'a;
+
 /// Where a COPY reads from.
 pub struct Src<'a> {
     pub root: &'a Path,
@@ -32,7 +35,7 @@ pub struct Src<'a> {
     /// Owners that the files on disk may not show: without root, unpacked
     /// files belong to the user running kiln, so a stage's or an archive's
     /// intended owners come from here.
-    pub owners: Option<&'a dyn Fn(&str) -> Option<(u32, u32)>>,
+    pub owners: Option<&'a OwnerOf<'a>>,
 }
 
 impl Src<'_> {

@@ -588,9 +588,7 @@ pub fn extract_into(
         matcher: None,
         reset_owner: false,
         what: "archive".into(),
-        owners: owner_of
-            .as_ref()
-            .map(|f| f as &dyn Fn(&str) -> Option<(u32, u32)>),
+        owners: owner_of.as_ref().map(|f| f as &copy::OwnerOf<'_>),
     };
     let keep = copy::Settings {
         chown: None,

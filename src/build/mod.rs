@@ -423,9 +423,7 @@ fn run_copy(
         matcher,
         reset_owner,
         what,
-        owners: owner_of
-            .as_ref()
-            .map(|f| f as &dyn Fn(&str) -> Option<(u32, u32)>),
+        owners: owner_of.as_ref().map(|f| f as &copy::OwnerOf<'_>),
     };
     // With --link the layer is made against an empty filesystem, so it
     // does not depend on the layers below.
