@@ -341,18 +341,36 @@ pub struct Matched {
     pub resolved: String,
     pub host: PathBuf,
     pub meta: Metadata,
+    /// What `--parents` keeps under the destination: `rel`, or the part
+    /// after a `/./` pivot in the pattern (`x/./y/f` keeps `y/f`).
+    pub keep: String,
 }
 
 /// Expands one source pattern against `src`.
 pub fn expand(src: &Src, pattern: &str) -> Result<Vec<Matched>> {
     let clean = crate::plan::values::clean_path(&format!("/{pattern}"));
     let rel = clean.trim_start_matches('/');
+    let pivot = pattern.find("/./").map(|i| {
+        let before = crate::plan::values::clean_path(&format!("/{}", &pattern[..i]));
+        before.trim_start_matches('/').to_string()
+    });
+    let keep_of = |rel: &str| -> String {
+        match &pivot {
+            Some(p) if !p.is_empty() => rel
+                .strip_prefix(p.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(rel)
+                .to_string(),
+            _ => rel.to_string(),
+        }
+    };
     if !glob::has_meta(rel) {
         let resolved = resolve_in_root(src.root, rel, true)?;
         let host = host_path(src.root, &resolved);
         return match fs::metadata(&host) {
             Ok(meta) if !src.hidden(rel, &resolved, meta.is_dir()) => Ok(vec![Matched {
                 rel: rel.to_string(),
+                keep: keep_of(rel),
                 resolved,
                 host,
                 meta,
@@ -420,6 +438,7 @@ pub fn expand(src: &Src, pattern: &str) -> Result<Vec<Matched>> {
                 continue;
             }
             out.push(Matched {
+                keep: keep_of(&rel),
                 rel,
                 resolved,
                 host,

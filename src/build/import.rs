@@ -185,16 +185,6 @@ fn layout_blob(layout: &Path, digest: &str, max: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn layer_compression(media_type: &str) -> Compression {
-    if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
-        Compression::Zstd { level: 3 }
-    } else if media_type.ends_with("gzip") {
-        Compression::Gzip { level: 6 }
-    } else {
-        Compression::None
-    }
-}
-
 /// Reads the manifest and config of the image a layout holds under
 /// `reference` (a tag, a digest, or nothing when it holds one image).
 fn layout_manifest(
@@ -311,9 +301,26 @@ fn load_layout(
         let digest = desc.digest().to_string();
         let src = layout.join("blobs/sha256").join(digest_hex(&digest)?);
         let stored = import_blob(&src, &digest, store)?;
+        let size = fs::metadata(&stored)
+            .with_context(|| format!("cannot read layer {digest}"))?
+            .len();
+        if size != desc.size() {
+            bail!(
+                "layer {digest} is {size} bytes, but the manifest says {}: the layout is corrupt",
+                desc.size()
+            );
+        }
         let f = File::open(&stored).with_context(|| format!("cannot open layer {digest}"))?;
-        let (reader, _) = apply::decompressed(io::BufReader::new(f))
+        let (reader, format) = apply::decompressed(io::BufReader::new(f))
             .with_context(|| format!("cannot decompress layer {digest}"))?;
+        // The media type written out comes from what the blob is, not
+        // from what the manifest claims.
+        let compression = match format {
+            apply::Format::Gzip => Compression::Gzip { level: 6 },
+            apply::Format::Zstd => Compression::Zstd { level: 3 },
+            apply::Format::Plain => Compression::None,
+            other => bail!("layer {digest} is {other:?}-compressed, which image layers cannot be"),
+        };
         let mut hashing = HashingReader::new(reader);
         let opts = ApplyOptions {
             whiteouts: true,
@@ -332,8 +339,8 @@ fn load_layout(
         layers.push(LayerBlob {
             digest,
             diff_id: diff_id.clone(),
-            size: desc.size(),
-            compression: layer_compression(desc.media_type().as_ref()),
+            size,
+            compression,
         });
     }
     Ok(Image { config, layers })
@@ -398,7 +405,12 @@ pub struct Download {
 
 /// Downloads `url` into `work`, checking `--checksum` when given.
 pub fn download(url: &str, checksum: Option<&str>, work: &Path) -> Result<Download> {
-    if url.starts_with("git@") || url.ends_with(".git") || url.contains(".git#") {
+    if url.starts_with("git@")
+        || url.starts_with("git://")
+        || url.starts_with("ssh://")
+        || url.ends_with(".git")
+        || url.contains(".git#")
+    {
         bail!("ADD of a git repository ({url}) is not implemented yet in this version of kiln");
     }
     let client = reqwest::blocking::Client::builder()

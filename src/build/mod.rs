@@ -512,8 +512,8 @@ fn copy_sources(
         // Hardlinks are kept within one source, not across sources.
         t.forget_links();
         if m.meta.is_dir() {
-            let sub = if c.parents && !m.rel.is_empty() {
-                crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &m.rel)
+            let sub = if c.parents && !m.keep.is_empty() {
+                crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &m.keep)
             } else {
                 dest_rel.trim_end_matches('/').to_string()
             };
@@ -523,7 +523,7 @@ fn copy_sources(
         let base = m.rel.rsplit('/').next().unwrap_or(&m.rel).to_string();
         let into_dir = dest_is_dir || several || t.is_dir(dest_rel);
         let rel = if c.parents {
-            crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &m.rel)
+            crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &m.keep)
         } else if into_dir {
             crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &base)
         } else {

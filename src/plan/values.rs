@@ -56,12 +56,14 @@ pub fn go_base(p: &str) -> String {
     trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
 }
 
+/// Whether an ADD source is fetched rather than read from the context: a
+/// URL or a git remote. A local file named `repo.git` is local.
 pub fn is_remote(s: &str) -> bool {
     s.starts_with("http://")
         || s.starts_with("https://")
         || s.starts_with("git@")
-        || s.ends_with(".git")
-        || s.contains(".git#")
+        || s.starts_with("git://")
+        || s.starts_with("ssh://")
 }
 
 /// `--chmod`: octal (`755`, `0644`) or symbolic (`u+x,go-w`, `a=rX`).

@@ -134,3 +134,27 @@ fn reincluded_files_under_an_ignored_directory() {
     }
     assert!(!p.iter().any(|x| x.ends_with("drop.txt")), "{p:?}");
 }
+
+/// `COPY --parents` keeps the path after a `/./` pivot only, as BuildKit.
+#[test]
+fn parents_pivot() {
+    let c = Ctx::new(
+        "FROM scratch\nCOPY --parents x/./y/z/f /p1/\nCOPY --parents x/y/z/f /p2/\n",
+        &[("x/y/z/f", "f")],
+    );
+    let p = paths(&c.build_oci(&[]));
+    assert!(p.iter().any(|x| x == "p1/y/z/f"), "{p:?}");
+    assert!(p.iter().any(|x| x == "p2/x/y/z/f"), "{p:?}");
+}
+
+/// An ADD source named like a git repository but present in the context
+/// is a local file.
+#[test]
+fn local_dot_git_file_is_local() {
+    let c = Ctx::new(
+        "FROM scratch\nADD repo.git /f/\n",
+        &[("repo.git", "not a repo\n")],
+    );
+    let p = paths(&c.build_oci(&[]));
+    assert!(p.iter().any(|x| x == "f/repo.git"), "{p:?}");
+}
