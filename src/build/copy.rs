@@ -186,6 +186,19 @@ impl<'a> Target<'a> {
     ) -> Result<String> {
         let rel = self.place_path(rel, (m.uid, m.gid), now)?;
         let ft = meta.file_type();
+        if ft.is_dir() {
+            if let Some(Node {
+                kind: NodeKind::Symlink(_),
+                ..
+            }) = self.lstat(&rel)?
+            {
+                // BuildKit: "cannot copy to non-directory".
+                bail!(
+                    "cannot copy the directory {} to /{rel}: it is a symlink in the image",
+                    src.display()
+                );
+            }
+        }
         let (major, minor) = (
             rustix::fs::major(meta.rdev()),
             rustix::fs::minor(meta.rdev()),
@@ -282,6 +295,13 @@ impl<'a> Target<'a> {
             xattrs: BTreeMap::new(),
         });
         Ok(rel)
+    }
+
+    /// Where a file named as the destination lands: an existing symlink
+    /// there is followed (inside the image), as BuildKit's copy resolves
+    /// the destination path.
+    pub fn file_dest(&self, rel: &str) -> Result<String> {
+        self.view.resolve(&self.entries, rel, true)
     }
 
     /// Starts a new source: hardlinks are only kept within one.

@@ -264,10 +264,13 @@ fn run_step(
             let text = meta::apply(&step.op, &mut state.config, &mut state.cmd_set);
             // The directory is created owned by the USER in force.
             let user = state.config.config.user.clone();
+            // BuildKit fails here when the user is unknown ("invalid user
+            // index: -1"); kiln says which user.
             let owner = if user.is_empty() {
                 (0, 0)
             } else {
-                users::resolve_chown(&|p| view_read(&state.view, p), &user).unwrap_or((0, 0))
+                users::resolve_chown(&|p| view_read(&state.view, p), &user)
+                    .map_err(|e| anyhow!("WORKDIR {path} is created for USER {user}: {e}"))?
             };
             let mut t = copy::Target::new(&state.view);
             t.ensure_dir(path.trim_start_matches('/'), owner, now)?;
@@ -534,6 +537,11 @@ fn copy_sources(
             continue;
         }
         let meta = copy::meta_for(src, s, &m.resolved, &m.meta);
+        let rel = if into_dir || c.parents {
+            rel
+        } else {
+            t.file_dest(&rel)?
+        };
         t.put(&m.host, &m.meta, &rel, &meta, s.now)?;
     }
     Ok(())

@@ -19,8 +19,12 @@ pub fn resolve_chown(read: ReadFile, spec: &str) -> Result<(u32, u32), String> {
     }
     let (uid, primary) = match user.parse::<u32>() {
         Ok(n) => (n, n),
-        Err(_) => lookup(read, "etc/passwd", user)
-            .map_err(|why| format!("unable to find user {user:?} for --chown: {why}"))?,
+        Err(_) => match lookup(read, "etc/passwd", user) {
+            Ok(ids) => ids,
+            // `root` is uid 0 even in an image without /etc/passwd.
+            Err(_) if user == "root" => (0, 0),
+            Err(why) => return Err(format!("unable to find user {user:?}: {why}")),
+        },
     };
     let gid = match group {
         None => primary,
@@ -29,7 +33,7 @@ pub fn resolve_chown(read: ReadFile, spec: &str) -> Result<(u32, u32), String> {
             Ok(n) => n,
             Err(_) => {
                 lookup(read, "etc/group", g)
-                    .map_err(|why| format!("unable to find group {g:?} for --chown: {why}"))?
+                    .map_err(|why| format!("unable to find group {g:?}: {why}"))?
                     .0
             }
         },
