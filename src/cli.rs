@@ -106,7 +106,7 @@ pub struct BuildArgs {
     /// Always re-resolve base images from their registries.
     #[arg(long, help_heading = "Cache")]
     pub pull: bool,
-    /// Where kiln keeps its cache (default: $XDG_CACHE_HOME/kiln, or /var/lib/kiln for root).
+    /// Where kiln keeps its store (default: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
     #[arg(long = "cache-dir", value_name = "DIR", help_heading = "Cache")]
     pub cache_dir: Option<PathBuf>,
     /// Secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
@@ -121,7 +121,7 @@ pub struct BuildArgs {
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto", help_heading = "Display")]
     pub progress: Progress,
-    /// Print only the image ID.
+    /// Print only the image ID (the config digest), on stdout.
     #[arg(short = 'q', long, help_heading = "Display")]
     pub quiet: bool,
     /// Print the build plan without building (text, or json).
@@ -369,6 +369,11 @@ impl BuildArgs {
     pub fn unimplemented(&self) -> Result<Vec<&'static str>, UsageError> {
         for t in &self.tags {
             validate_reference(t)?;
+            if t.contains('@') {
+                return Err(usage(format!(
+                    "-t {t:?}: a tag names an image by name and tag; it cannot carry a digest"
+                )));
+            }
         }
         for l in &self.labels {
             if l.split_once('=').map_or(l.as_str(), |(k, _)| k).is_empty() {

@@ -145,7 +145,7 @@ impl<'a> Target<'a> {
             match self.lstat(&cur)? {
                 Some(n) if n.is_dir() => {}
                 Some(_) => {
-                    bail!("cannot copy to /{cur}: it exists in the image and is not a directory")
+                    bail!("/{cur} exists in the image and is not a directory")
                 }
                 None => {
                     let node = Node {

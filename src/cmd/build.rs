@@ -47,11 +47,19 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         .map(String::as_str)
     {
         None | Some("") => None,
-        Some(v) => Some(v.parse::<i64>().map_err(|_| {
-            Failure::usage(format!(
-                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds since the epoch"
-            ))
-        })?),
+        // Times must fit RFC 3339's four-digit years, or Docker and
+        // skopeo cannot read the config.
+        Some(v) => Some(
+            v.parse::<i64>()
+                .ok()
+                .filter(|t| (0..=253_402_300_799).contains(t))
+                .ok_or_else(|| {
+                    Failure::usage(format!(
+                        "SOURCE_DATE_EPOCH={v:?} is not a number of seconds since the epoch \
+                         between 0 and 253402300799 (year 9999)"
+                    ))
+                })?,
+        ),
     };
     let outputs: Vec<Output> = args
         .outputs
@@ -59,6 +67,14 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         .map(|o| Output::parse(o))
         .collect::<Result<_, _>>()
         .map_err(Failure::usage)?;
+    // A tarball is no use on a terminal (buildx refuses too).
+    if outputs.iter().any(|o| o.dest == export::Dest::Stdout)
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        return Err(Failure::usage(
+            "refusing to write an archive to the terminal: redirect stdout, or use dest=FILE",
+        ));
+    }
     let mut named = BTreeMap::new();
     for c in &args.build_contexts {
         let (name, value) = c.split_once('=').unwrap_or((c, ""));
@@ -130,7 +146,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         .unwrap_or_else(crate::store::default_root);
     let store = Store::open(&store_root).map_err(build_failure)?;
     let work = tempfile::Builder::new()
-        .prefix("build-")
+        .prefix(&Store::temp_prefix("build"))
         .tempdir_in(store_root.join("tmp"))
         .map_err(|e| {
             build_failure(format!(
@@ -208,7 +224,13 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         let text = serde_json::to_vec_pretty(&m).map_err(|e| build_failure(e.to_string()))?;
         write_file(p, &text)?;
     }
-    if !quiet {
+    if args.quiet {
+        // As buildx: the image ID on stdout, unless stdout carries an
+        // archive.
+        if !outputs.iter().any(|o| o.dest == export::Dest::Stdout) {
+            println!("{}", docs.config.digest);
+        }
+    } else if !quiet {
         eprintln!("built {digest}");
     }
     Ok(0)

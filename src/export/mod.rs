@@ -54,6 +54,16 @@ impl Output {
     /// Parses an `--output` value (`type=oci,dest=out.tar`, or a bare
     /// path meaning `type=local,dest=PATH`).
     pub fn parse(spec: &str) -> Result<Output, String> {
+        // As buildx: `-o -` is a tarball of the filesystem on stdout.
+        if spec == "-" {
+            return Ok(Output {
+                kind: Kind::Tar,
+                dest: Dest::Stdout,
+                oci_mediatypes: true,
+                compression: None,
+                names: Vec::new(),
+            });
+        }
         if !spec.contains('=') {
             return Ok(Output {
                 kind: Kind::Local,
@@ -104,23 +114,36 @@ impl Output {
                 ))
             }
         };
-        let compression = match fields.remove("compression") {
+        let mut compression = match fields.remove("compression") {
             Some(c) => {
                 Some(Compression::parse(&c).map_err(|e| format!("--output compression={c}: {e}"))?)
             }
             None => None,
         };
-        let names = fields
+        if let Some(l) = fields.remove("compression-level") {
+            let level: i32 = l
+                .parse()
+                .map_err(|_| format!("--output compression-level={l}: expected a number"))?;
+            let c = compression.unwrap_or_default();
+            compression = Some(
+                c.with_level(level)
+                    .map_err(|e| format!("--output compression-level={l}: {e}"))?,
+            );
+        }
+        let names: Vec<String> = fields
             .remove("name")
             .map(|n| n.split(';').map(str::to_string).collect())
             .unwrap_or_default();
+        for n in &names {
+            crate::image::reference::validate(n).map_err(|e| format!("--output name={n}: {e}"))?;
+            if n.contains('@') {
+                return Err(format!(
+                    "--output name={n}: an image name cannot carry a digest"
+                ));
+            }
+        }
         // Attributes buildx has that change nothing here.
-        for ignored in [
-            "compression-level",
-            "force-compression",
-            "rewrite-timestamp",
-            "annotation",
-        ] {
+        for ignored in ["force-compression", "rewrite-timestamp", "annotation"] {
             fields.remove(ignored);
         }
         if let Some(k) = fields.keys().next() {
@@ -318,13 +341,26 @@ pub fn normalize_name(r: &str) -> String {
     let first = name.split('/').next().unwrap_or(name);
     let has_host =
         name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let mut full = if has_host {
-        name.to_string()
-    } else if name.contains('/') {
-        format!("docker.io/{name}")
+    let (host, path) = if has_host {
+        let (h, p) = name.split_once('/').unwrap_or((name, ""));
+        (
+            if h == "index.docker.io" {
+                "docker.io"
+            } else {
+                h
+            },
+            p,
+        )
     } else {
-        format!("docker.io/library/{name}")
+        ("docker.io", name)
     };
+    // Docker Hub's official images live under `library/`.
+    let path = if host == "docker.io" && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path.to_string()
+    };
+    let mut full = format!("{host}/{path}");
     let last = full.rsplit('/').next().unwrap_or("");
     if !last.contains(':') && digest.is_none() {
         full.push_str(":latest");
@@ -446,6 +482,18 @@ mod tests {
         );
         assert_eq!(familiar_name(&normalize_name("app:2")), "app:2");
         assert_eq!(tag_of("registry.example.com:5000/app:1.4"), "1.4");
+        assert_eq!(
+            normalize_name("docker.io/app"),
+            "docker.io/library/app:latest"
+        );
+        assert_eq!(
+            normalize_name("index.docker.io/library/y:2"),
+            "docker.io/library/y:2"
+        );
+        assert_eq!(
+            familiar_name(&normalize_name("docker.io/me/x")),
+            "me/x:latest"
+        );
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //! as the distribution reference grammar defines it. Normalization
 //! (`busybox` → `docker.io/library/busybox:latest`) comes with the registry.
 
-/// Checks an image reference's shape (`[host[:port]/]path[:tag][@digest]`).
+/// Checks an image reference's shape (`[host[:port]/]path[:tag][@digest]`)
+/// against the distribution reference grammar: a domain of DNS labels (or
+/// `localhost`, or an IPv4 address) with an optional port, path components
+/// of lower-case alphanumerics joined by `.`, `_`, `__` or dashes, a tag of
+/// at most 128 characters, a sha256 digest, and a name of at most 255
+/// characters.
 pub fn validate(r: &str) -> Result<(), String> {
     let bad = |why: &str| why.to_string();
     let (name_tag, digest) = match r.split_once('@') {
@@ -32,6 +37,9 @@ pub fn validate(r: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err(bad("missing repository name"));
     }
+    if name.len() > 255 {
+        return Err(bad("repository name must not be more than 255 characters"));
+    }
     if let Some(t) = tag {
         let ok = !t.is_empty()
             && t.len() <= 128
@@ -50,16 +58,64 @@ pub fn validate(r: &str) -> Result<(), String> {
         parts.len() > 1 && (first.contains('.') || first.contains(':') || first == "localhost");
     if has_host {
         parts.remove(0);
+        valid_domain(first)?;
     }
     for p in parts {
-        let ok = !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-            && p.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && p.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
-        if !ok {
-            return Err(bad("repository path components are lower-case letters, digits and separators (., _, -)"));
+        if !valid_component(p) {
+            return Err(bad("repository path components are lower-case letters and digits, joined by '.', '_', '__' or dashes"));
         }
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
+fn valid_component(p: &str) -> bool {
+    let b = p.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &p[start..i];
+        let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|c| c == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// A registry host: DNS labels joined by dots, with an optional port.
+fn valid_domain(d: &str) -> Result<(), String> {
+    let (host, port) = match d.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (d, None),
+    };
+    if let Some(p) = port {
+        if p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()) || p.len() > 5 {
+            return Err(format!("registry {d:?}: the port must be a number"));
+        }
+    }
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+    };
+    if host.is_empty() || !host.split('.').all(label_ok) {
+        return Err(format!(
+            "registry {d:?} is not a host name: labels of letters, digits and '-', joined by '.'"
+        ));
     }
     Ok(())
 }
@@ -75,6 +131,12 @@ mod tests {
         }
         for bad in [
             "",
+            "a..b",
+            "a._b",
+            "ex ample.com/x",
+            "a.com:port/x",
+            "a.com:/x",
+            "-a.com/x",
             "App",
             "app:",
             "app:-x",

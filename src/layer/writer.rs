@@ -53,7 +53,7 @@ pub enum WriteError {
     },
     #[error("reading {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
-    #[error("writing the layer tar: {0}")]
+    #[error("writing the tar stream")]
     Write(#[source] io::Error),
 }
 

@@ -49,14 +49,49 @@ pub fn digest_hex(digest: &str) -> Result<&str, StoreError> {
 }
 
 impl Store {
-    /// Opens (creating when missing) the store at `root`.
+    /// Opens (creating when missing) the store at `root`, and removes what
+    /// interrupted builds left in its `tmp/`.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         for dir in [root.join("blobs/sha256"), root.join("tmp")] {
             fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
         }
-        Ok(Store {
+        let store = Store {
             root: root.to_path_buf(),
-        })
+        };
+        store.sweep();
+        Ok(store)
+    }
+
+    /// Temporary names carry the process ID of the build that made them
+    /// (`blob-PID-…`, `build-PID-…`); those of processes that no longer
+    /// run are leftovers of a build that was killed. Best effort: a
+    /// failure to remove one is not an error.
+    fn sweep(&self) {
+        let Ok(rd) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .split_once('-')
+                .and_then(|(_, rest)| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            let Some(pid) = pid else { continue };
+            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let p = e.path();
+            let _ = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+        }
+    }
+
+    /// The prefix of this process's temporary names in the store.
+    pub fn temp_prefix(what: &str) -> String {
+        format!("{what}-{}-", std::process::id())
     }
 
     pub fn root(&self) -> &Path {
@@ -77,7 +112,7 @@ impl Store {
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
         let dir = self.root.join("tmp");
         tempfile::Builder::new()
-            .prefix("blob-")
+            .prefix(&Store::temp_prefix("blob"))
             .tempfile_in(&dir)
             .map_err(io_err("cannot create a temporary file in", &dir))
     }

@@ -533,3 +533,41 @@ fn label_flag_adds_config_labels() {
     .collect();
     assert_eq!(labels, want);
 }
+
+/// `-o -` is a filesystem tarball on stdout (buildx), and `-q` prints the
+/// image ID (the config digest) on stdout when stdout is free.
+#[test]
+fn dash_output_and_quiet_image_id() {
+    let c = Ctx::new("FROM scratch\nCOPY a /a\n", &[("a", "a\n")]);
+    let o = c.kiln(&["-q", "-o", "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = tar_files(&o.stdout);
+    assert_eq!(files.get("a").map(Vec::as_slice), Some(&b"a\n"[..]));
+    let out = c.path("x.tar");
+    let spec = format!("type=oci,dest={}", out.display());
+    let o = c.kiln(&["-q", "-o", &spec]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = read_oci(&std::fs::read(&out).expect("x.tar"));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(Some(id.as_str()), img.manifest["config"]["digest"].as_str());
+}
+
+/// Bad names and times are usage errors before anything is built: names
+/// outside the distribution grammar, a digest in a tag, an epoch beyond
+/// year 9999.
+#[test]
+fn bad_names_and_epochs_are_usage_errors() {
+    let c = Ctx::new("FROM scratch\nCOPY a /a\n", &[("a", "a\n")]);
+    let digest = format!("app@sha256:{}", "0".repeat(64));
+    for args in [
+        vec!["-t", "a..b"],
+        vec!["-t", "a.com:port/x"],
+        vec!["-t", digest.as_str()],
+        vec!["-o", "type=docker,dest=x.tar,name=Bad Name"],
+        vec!["--build-arg", "SOURCE_DATE_EPOCH=253402300800"],
+        vec!["--build-arg", "SOURCE_DATE_EPOCH=-1"],
+    ] {
+        let o = c.kiln(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+}
