@@ -61,6 +61,9 @@ pub struct Built {
     pub image: Image,
     /// The stage's root filesystem (inside `BuildOptions::work`).
     pub rootfs: PathBuf,
+    /// Owner and mode of the paths this build's layers wrote, as the
+    /// layers record them (on disk they may differ without root).
+    pub owners: BTreeMap<String, (u32, u32, u32)>,
 }
 
 struct StageState {
@@ -139,6 +142,7 @@ pub fn build(
             config,
             layers: target.layers,
         },
+        owners: target.view.owner_modes(),
         rootfs: target.view.root,
     })
 }

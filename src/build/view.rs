@@ -201,6 +201,14 @@ impl View {
         Ok(done.join("/"))
     }
 
+    /// Owner and mode of every path the layers made in this build wrote.
+    pub fn owner_modes(&self) -> BTreeMap<String, (u32, u32, u32)> {
+        self.index
+            .iter()
+            .map(|(k, e)| (k.clone(), (e.uid, e.gid, e.mode)))
+            .collect()
+    }
+
     /// The owner that layers made in this build gave `rel`, if any.
     pub fn owner(&self, rel: &str) -> Option<(u32, u32)> {
         self.index.get(rel).map(|e| (e.uid, e.gid))

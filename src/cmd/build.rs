@@ -191,6 +191,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         store: &store,
         tags: &args.tags,
         source_date_epoch: sde,
+        owners: &built.owners,
     };
     for out in &outputs {
         if let Err(e) = export::write(out, &export) {

@@ -175,6 +175,10 @@ pub struct Export<'a> {
     /// `-t` values.
     pub tags: &'a [String],
     pub source_date_epoch: Option<i64>,
+    /// Owner and mode by path, as the layers record them: they win over
+    /// what the files on disk show (which, without root, is the user
+    /// running kiln).
+    pub owners: &'a BTreeMap<String, (u32, u32, u32)>,
 }
 
 /// The digest of the image's manifest, as `--iidfile` and registries see it.
@@ -194,7 +198,14 @@ pub fn write(out: &Output, e: &Export) -> Result<()> {
             archive::copy_dir(e.rootfs, dir)
         }
         Kind::Tar => to_dest(&out.dest, |w| {
-            let entries = writer::entries_from_dir(e.rootfs, "")?;
+            let mut entries = writer::entries_from_dir(e.rootfs, "")?;
+            for entry in &mut entries {
+                if let Some(&(uid, gid, mode)) = e.owners.get(&entry.path) {
+                    entry.uid = uid;
+                    entry.gid = gid;
+                    entry.mode = mode;
+                }
+            }
             let opts = WriteOptions {
                 source_date_epoch: e.source_date_epoch,
                 ..Default::default()

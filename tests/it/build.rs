@@ -317,12 +317,21 @@ fn rootless_matches_root(context: &std::path::Path) {
             .arg(tmp.path().join(format!("{name}.store")))
             .arg("-o")
             .arg(format!("type=oci,dest={}", out.display()))
+            .arg("-o")
+            .arg(format!("type=tar,dest={}.fs", out.display()))
             .arg(&work)
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .output()
             .expect("kiln");
         assert!(o.status.success(), "rootless={rootless}: {}", stderr(&o));
-        read_oci(&std::fs::read(out).expect("archive")).manifest_digest
+        let fs = std::fs::read(format!("{}.fs", out.display())).expect("fs tar");
+        (
+            read_oci(&std::fs::read(out).expect("archive")).manifest_digest,
+            fs,
+        )
     };
-    assert_eq!(build(true, "nobody.tar"), build(false, "root.tar"));
+    let (nobody, root) = (build(true, "nobody.tar"), build(false, "root.tar"));
+    assert_eq!(nobody.0, root.0, "image digests");
+    // The filesystem tarball records the layers' owners too.
+    assert!(nobody.1 == root.1, "the type=tar outputs differ");
 }
