@@ -6,6 +6,7 @@
 //! directories and layers in the `store`) → `export` (OCI, docker, local, tar).
 pub mod build;
 pub mod check;
+pub mod cleanup;
 pub mod cli;
 pub mod cmd;
 pub mod context;

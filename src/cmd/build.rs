@@ -154,6 +154,8 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
                 store_root.display()
             ))
         })?;
+    crate::cleanup::install();
+    crate::cleanup::register(work.path());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let bopts = BuildOptions {
         context: args.context.clone(),

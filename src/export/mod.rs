@@ -241,25 +241,38 @@ fn to_dest(dest: &Dest, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<
                 .suffix(".partial")
                 .tempfile_in(&dir)
                 .with_context(|| format!("cannot write {}", p.display()))?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
-            f(&mut w).with_context(|| format!("cannot write {}", p.display()))?;
-            let tmp = w
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .with_context(|| format!("cannot write {}", p.display()))?;
-            // A temporary file is 0600; an output is an ordinary file.
-            {
-                use std::os::unix::fs::PermissionsExt;
-                tmp.as_file()
-                    .set_permissions(std::fs::Permissions::from_mode(0o644))
-                    .with_context(|| format!("cannot write {}", p.display()))?;
-            }
-            tmp.persist(p)
-                .map_err(|e| e.error)
-                .with_context(|| format!("cannot write {}", p.display()))?;
-            Ok(())
+            let tmp_path = tmp.path().to_path_buf();
+            crate::cleanup::register(&tmp_path);
+            let result = write_and_persist(tmp, p, f);
+            crate::cleanup::forget(&tmp_path);
+            result
         }
     }
+}
+
+/// Writes the temporary file through `f` and renames it to `p`.
+fn write_and_persist(
+    tmp: tempfile::NamedTempFile,
+    p: &Path,
+    f: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    f(&mut w).with_context(|| format!("cannot write {}", p.display()))?;
+    let tmp = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("cannot write {}", p.display()))?;
+    // A temporary file is 0600; an output is an ordinary file.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    tmp.persist(p)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", p.display()))?;
+    Ok(())
 }
 
 /// Entries for the blobs of an image, plus its documents.

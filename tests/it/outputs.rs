@@ -571,3 +571,78 @@ fn bad_names_and_epochs_are_usage_errors() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
     }
 }
+
+/// SIGTERM in the middle of a build removes the work directory and the
+/// half-written output, and exits with 128 + 15.
+#[test]
+fn interrupted_build_leaves_nothing_behind() {
+    let c = Ctx::new("FROM scratch\nCOPY big /big\n", &[]);
+    let made = std::process::Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=150", "status=none"])
+        .arg(format!("of={}", c.ctx().join("big").display()))
+        .status()
+        .expect("dd");
+    assert!(made.success());
+    let out_dir = c.path("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let mut child = std::process::Command::new(crate::util::kiln_bin())
+        .arg("build")
+        .arg("--cache-dir")
+        .arg(c.path("store"))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", out_dir.join("x.tar").display()))
+        .arg(c.ctx())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kiln");
+    // Wait until the build has made its work directory, then stop it.
+    let tmp = c.path("store/tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&tmp).map_or(true, |d| d.count() == 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "the build finished before the signal"
+    );
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .expect("tmp")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.iter()
+            .all(|n| n.to_string_lossy().starts_with("blob-")),
+        "{left:?}"
+    );
+    let partial: Vec<_> = std::fs::read_dir(&out_dir)
+        .expect("out")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+    // A blob temporary of the killed build is swept by the next build.
+    let o = c.kiln(&[
+        "-o",
+        &format!("type=oci,dest={}", out_dir.join("y.tar").display()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .expect("tmp")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
