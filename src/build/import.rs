@@ -76,6 +76,9 @@ pub struct Imported {
     /// `entries` holds its one layer, not yet written out).
     pub rootfs: PathBuf,
     pub entries: Option<Vec<crate::layer::writer::Entry>>,
+    /// Without root, the owners the image's layers give (the files on disk
+    /// belong to the user running kiln).
+    pub owners: Option<std::sync::Arc<Owners>>,
 }
 
 /// Images read during one build, each unpacked once.
@@ -130,13 +133,28 @@ impl Images {
                         image: Image { config, layers: vec![layer] },
                         rootfs,
                         entries: Some(entries),
+                        owners: None,
                     }
                 }
                 Some(NamedContext::OciLayout { path, reference: r }) => {
                     fs::create_dir_all(&rootfs).with_context(|| format!("cannot create {}", rootfs.display()))?;
                     let image = load_layout(path, r.as_deref(), store, platform, &rootfs)
                         .with_context(|| format!("build context {reference}=oci-layout://{}", path.display()))?;
-                    Imported { image, rootfs, entries: None }
+                    let owners = if rustix::process::geteuid().is_root() {
+                        None
+                    } else {
+                        let mut o = Owners::new();
+                        for l in &image.layers {
+                            replay_owners(&store.blob_path(&l.digest)?, true, &mut o)?;
+                        }
+                        Some(std::sync::Arc::new(o))
+                    };
+                    Imported {
+                        image,
+                        rootfs,
+                        entries: None,
+                        owners,
+                    }
                 }
                 Some(NamedContext::DockerImage(r)) => bail!(
                     "build context {reference}=docker-image://{r}: pulling from a registry is not implemented yet in this version of kiln"
@@ -457,21 +475,45 @@ pub fn download(url: &str, checksum: Option<&str>, work: &Path) -> Result<Downlo
 }
 
 /// The owner of every entry of an archive, by cleaned relative path.
-fn archive_owners(archive: &Path) -> Result<std::collections::HashMap<String, (u32, u32)>> {
-    let f = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+fn archive_owners(archive: &Path) -> Result<Owners> {
+    let mut out = Owners::new();
+    replay_owners(archive, false, &mut out)?;
+    Ok(out)
+}
+
+/// Owners by cleaned relative path.
+pub type Owners = std::collections::HashMap<String, (u32, u32)>;
+
+/// Records the owner of every entry of the (possibly compressed) tar at
+/// `path` into `out`; with `whiteouts`, `.wh.` markers remove what they
+/// hide, as applying the layer does.
+fn replay_owners(path: &Path, whiteouts: bool, out: &mut Owners) -> Result<()> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let (reader, _) = apply::decompressed(io::BufReader::new(f))
-        .with_context(|| format!("cannot decompress {}", archive.display()))?;
-    let mut out = std::collections::HashMap::new();
+        .with_context(|| format!("cannot decompress {}", path.display()))?;
     let mut ar = tar::Archive::new(reader);
     let entries = ar
         .entries()
-        .with_context(|| format!("cannot read {}", archive.display()))?;
+        .with_context(|| format!("cannot read {}", path.display()))?;
     for e in entries {
-        let e = e.with_context(|| format!("cannot read {}", archive.display()))?;
+        let e = e.with_context(|| format!("cannot read {}", path.display()))?;
         let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
         let rel = crate::plan::values::clean_path(&format!("/{name}"))
             .trim_start_matches('/')
             .to_string();
+        let (dir, base) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+        if whiteouts {
+            if let Some(hidden) = base.strip_prefix(".wh.") {
+                let gone = if hidden == ".wh..opq" {
+                    dir.to_string()
+                } else {
+                    crate::snapshot::join_rel(dir, hidden)
+                };
+                let prefix = format!("{gone}/");
+                out.retain(|k, _| !k.starts_with(&prefix) && (hidden == ".wh..opq" || *k != gone));
+                continue;
+            }
+        }
         let h = e.header();
         let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
         out.insert(
@@ -482,7 +524,7 @@ fn archive_owners(archive: &Path) -> Result<std::collections::HashMap<String, (u
             ),
         );
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The file name ADD gives a download: the last segment of the URL's

@@ -230,6 +230,7 @@ fn start_stage(
             let img = images.get(reference, opts, store, &platform)?;
             crate::export::copy_dir(&img.rootfs, &rootfs)?;
             let mut v = view::View::new(rootfs);
+            v.set_base_owners(img.owners.clone());
             if let (Some(entries), Some(layer)) = (&img.entries, img.image.layers.last()) {
                 v.add_layer(entries.clone(), layer.clone());
             }
@@ -424,7 +425,23 @@ fn run_copy(
         Source::Stage { index } => done.get(index).map(|s| &s.view),
         _ => None,
     };
-    let owner_of = stage_view.map(|v| move |rel: &str| v.owner(rel));
+    // An image unpacked without root: its owners come from its layers.
+    let image_owners = match &c.source {
+        Source::Image { reference }
+            if !matches!(opts.named.get(reference), Some(NamedContext::Dir(_))) =>
+        {
+            images
+                .get(reference, opts, store, &state_platform(state))?
+                .owners
+                .clone()
+        }
+        _ => None,
+    };
+    let owner_of: Option<Box<copy::OwnerOf<'_>>> = match (stage_view, image_owners) {
+        (Some(v), _) => Some(Box::new(move |rel: &str| v.owner(rel))),
+        (None, Some(o)) => Some(Box::new(move |rel: &str| o.get(rel).copied())),
+        (None, None) => None,
+    };
     let src = copy::Src {
         root: &src_root,
         matcher,

@@ -100,6 +100,9 @@ pub struct View {
     index: BTreeMap<String, Entry>,
     /// Those layers, bottom first, as blobs in the store.
     pending: Vec<crate::image::LayerBlob>,
+    /// Owners of the base image's files, when the disk cannot hold them
+    /// (unpacked without root).
+    base_owners: Option<std::sync::Arc<super::import::Owners>>,
 }
 
 impl View {
@@ -108,6 +111,7 @@ impl View {
             root,
             index: BTreeMap::new(),
             pending: Vec::new(),
+            base_owners: None,
         }
     }
 
@@ -118,6 +122,7 @@ impl View {
             root,
             index: self.index.clone(),
             pending: self.pending.clone(),
+            base_owners: self.base_owners.clone(),
         }
     }
 
@@ -147,7 +152,15 @@ impl View {
             p = parent_rel(p);
         }
         let host = host_path(&self.root, rel);
-        Node::of_disk(&host).with_context(|| format!("cannot read /{rel}"))
+        let mut node = Node::of_disk(&host).with_context(|| format!("cannot read /{rel}"))?;
+        if let (Some(n), Some((uid, gid))) = (
+            node.as_mut(),
+            self.base_owners.as_ref().and_then(|o| o.get(rel)),
+        ) {
+            n.uid = *uid;
+            n.gid = *gid;
+        }
+        Ok(node)
     }
 
     /// Resolves `rel` following symlinks inside the view, as
@@ -209,9 +222,18 @@ impl View {
             .collect()
     }
 
-    /// The owner that layers made in this build gave `rel`, if any.
+    /// The owner that layers made in this build gave `rel`, or the base
+    /// image's layers when they were unpacked without root.
     pub fn owner(&self, rel: &str) -> Option<(u32, u32)> {
-        self.index.get(rel).map(|e| (e.uid, e.gid))
+        self.index
+            .get(rel)
+            .map(|e| (e.uid, e.gid))
+            .or_else(|| self.base_owners.as_ref().and_then(|o| o.get(rel).copied()))
+    }
+
+    /// Sets the owners of the base image's files (see `base_owners`).
+    pub fn set_base_owners(&mut self, owners: Option<std::sync::Arc<super::import::Owners>>) {
+        self.base_owners = owners;
     }
 
     /// Reads a small file (/etc/passwd) through the view: a regular file

@@ -284,9 +284,49 @@ fn rootless_build_matches_root() {
         .expect("tar");
     std::fs::write(ctx.join("a.tar"), b.into_inner().expect("tar")).expect("a.tar");
     rootless_matches_root(&ctx);
+
+    // An OCI-layout base whose files belong to 123:456 and 1000:1000: a
+    // stage built on it and a COPY --from of it keep those owners.
+    let base = tmp.path().join("base");
+    std::fs::create_dir(&base).expect("mkdir");
+    std::fs::write(
+        base.join("Dockerfile"),
+        "FROM scratch\nADD a.tar /opt/\nCOPY --chown=1000:1000 Dockerfile /home/app/Dockerfile\n",
+    )
+    .expect("Dockerfile");
+    std::fs::copy(ctx.join("a.tar"), base.join("a.tar")).expect("a.tar");
+    let out = tmp.path().join("base.tar");
+    let o = std::process::Command::new(crate::util::kiln_bin())
+        .args(["build", "-q", "--cache-dir"])
+        .arg(tmp.path().join("base.store"))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .arg(&base)
+        .output()
+        .expect("kiln");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let child = tmp.path().join("child");
+    std::fs::create_dir(&child).expect("mkdir");
+    let layout = child.join("layout");
+    tar::Archive::new(std::fs::File::open(&out).expect("base.tar"))
+        .unpack(&layout)
+        .expect("unpack");
+    std::fs::write(
+        child.join("Dockerfile"),
+        "FROM base\nCOPY Dockerfile /opt/new\nCOPY Dockerfile /home/app/again\n\
+         FROM scratch\nCOPY --from=base /opt /o\nCOPY --from=0 /home /h\n",
+    )
+    .expect("Dockerfile");
+    rootless_matches_root_with(&child, &["--build-context", "base=oci-layout://layout"]);
 }
 
 fn rootless_matches_root(context: &std::path::Path) {
+    rootless_matches_root_with(context, &[]);
+}
+
+/// Builds `context` as root and as uid 65534 (with `args`, run from the
+/// copied context's directory) and compares the results.
+fn rootless_matches_root_with(context: &std::path::Path, args: &[&str]) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let work = tmp.path().join("w");
     let status = std::process::Command::new("cp")
@@ -315,6 +355,8 @@ fn rootless_matches_root(context: &std::path::Path) {
         let o = cmd
             .args(["build", "-q", "--cache-dir"])
             .arg(tmp.path().join(format!("{name}.store")))
+            .args(args)
+            .current_dir(&work)
             .arg("-o")
             .arg(format!("type=oci,dest={}", out.display()))
             .arg("-o")
