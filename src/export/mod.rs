@@ -326,33 +326,38 @@ fn index_json(manifest: &Blob, tags: &[String], created: Option<&str>) -> Result
         tags.iter().map(Some).collect()
     };
     for name in names {
-        let mut ann = serde_json::Map::new();
+        let mut ann = std::collections::HashMap::new();
         if let Some(n) = name {
             let full = normalize_name(n);
-            ann.insert("io.containerd.image.name".into(), full.clone().into());
             ann.insert(
-                "org.opencontainers.image.ref.name".into(),
-                tag_of(&full).into(),
+                "org.opencontainers.image.ref.name".to_string(),
+                tag_of(&full),
             );
+            ann.insert("io.containerd.image.name".to_string(), full);
         }
         if let Some(c) = created {
-            ann.insert("org.opencontainers.image.created".into(), c.into());
+            ann.insert(
+                "org.opencontainers.image.created".to_string(),
+                c.to_string(),
+            );
         }
-        let mut d = serde_json::json!({
-            "mediaType": manifest.media_type,
-            "digest": manifest.digest,
-            "size": manifest.bytes.len(),
-        });
+        let mut d = crate::image::descriptor(
+            manifest.media_type,
+            manifest.bytes.len() as u64,
+            &manifest.digest,
+        )?;
         if !ann.is_empty() {
-            d["annotations"] = serde_json::Value::Object(ann);
+            d.set_annotations(Some(ann));
         }
         descs.push(d);
     }
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": crate::image::OCI_INDEX,
-        "manifests": descs,
-    });
+    let index = oci_spec::image::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(oci_spec::image::MediaType::ImageIndex)
+        .manifests(descs)
+        .build()
+        .map_err(|e| anyhow!("cannot make the image index: {e}"))?;
+    // oci-spec keeps annotations in a HashMap; canonical JSON sorts them.
     Ok(crate::image::canonical::to_vec(&index)?)
 }
 

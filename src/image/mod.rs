@@ -74,34 +74,50 @@ pub struct Documents {
     pub manifest: Blob,
 }
 
+/// An OCI descriptor (oci-spec's type): media type, size and digest.
+pub fn descriptor(
+    media_type: &str,
+    size: u64,
+    digest: &str,
+) -> anyhow::Result<oci_spec::image::Descriptor> {
+    let d: oci_spec::image::Digest = digest
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid digest {digest:?}: {e}"))?;
+    Ok(oci_spec::image::Descriptor::new(
+        oci_spec::image::MediaType::from(media_type),
+        size,
+        d,
+    ))
+}
+
 impl Image {
-    /// Serializes the config and the manifest (canonical JSON).
-    pub fn documents(&self, oci: bool) -> Result<Documents, serde_json::Error> {
+    /// Serializes the config and the manifest (canonical JSON; the
+    /// manifest is oci-spec's type).
+    pub fn documents(&self, oci: bool) -> anyhow::Result<Documents> {
         let config = Blob::new(
             if oci { OCI_CONFIG } else { DOCKER_CONFIG },
             canonical::to_vec(&self.config)?,
         );
-        let layers: Vec<serde_json::Value> = self
+        let layers = self
             .layers
             .iter()
-            .map(|l| {
-                serde_json::json!({
-                    "mediaType": l.media_type(oci),
-                    "digest": l.digest,
-                    "size": l.size,
-                })
-            })
-            .collect();
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": if oci { OCI_MANIFEST } else { DOCKER_MANIFEST },
-            "config": {
-                "mediaType": config.media_type,
-                "digest": config.digest,
-                "size": config.bytes.len(),
-            },
-            "layers": layers,
-        });
+            .map(|l| descriptor(l.media_type(oci), l.size, &l.digest))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let manifest = oci_spec::image::ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(oci_spec::image::MediaType::from(if oci {
+                OCI_MANIFEST
+            } else {
+                DOCKER_MANIFEST
+            }))
+            .config(descriptor(
+                config.media_type,
+                config.bytes.len() as u64,
+                &config.digest,
+            )?)
+            .layers(layers)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot make the manifest: {e}"))?;
         let manifest = Blob::new(
             if oci { OCI_MANIFEST } else { DOCKER_MANIFEST },
             canonical::to_vec(&manifest)?,
