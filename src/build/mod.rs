@@ -63,7 +63,7 @@ pub struct Built {
     pub rootfs: PathBuf,
     /// Owner and mode of the paths this build's layers wrote, as the
     /// layers record them (on disk they may differ without root).
-    pub owners: BTreeMap<String, (u32, u32, u32)>,
+    pub owners: BTreeMap<String, (u32, u32, Option<u32>)>,
 }
 
 struct StageState {

@@ -214,12 +214,20 @@ impl View {
         Ok(done.join("/"))
     }
 
-    /// Owner and mode of every path the layers made in this build wrote.
-    pub fn owner_modes(&self) -> BTreeMap<String, (u32, u32, u32)> {
-        self.index
+    /// Owner and mode of every path the layers made in this build wrote,
+    /// and the owner (mode unknown: the disk has it right) of the base
+    /// image's files when those were unpacked without root.
+    pub fn owner_modes(&self) -> BTreeMap<String, (u32, u32, Option<u32>)> {
+        let mut out: BTreeMap<String, (u32, u32, Option<u32>)> = self
+            .base_owners
             .iter()
-            .map(|(k, e)| (k.clone(), (e.uid, e.gid, e.mode)))
-            .collect()
+            .flat_map(|o| o.iter())
+            .map(|(k, &(u, g))| (k.clone(), (u, g, None)))
+            .collect();
+        for (k, e) in &self.index {
+            out.insert(k.clone(), (e.uid, e.gid, Some(e.mode)));
+        }
+        out
     }
 
     /// The owner that layers made in this build gave `rel`, or the base

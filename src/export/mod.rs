@@ -178,7 +178,7 @@ pub struct Export<'a> {
     /// Owner and mode by path, as the layers record them: they win over
     /// what the files on disk show (which, without root, is the user
     /// running kiln).
-    pub owners: &'a BTreeMap<String, (u32, u32, u32)>,
+    pub owners: &'a BTreeMap<String, (u32, u32, Option<u32>)>,
 }
 
 /// The digest of the image's manifest, as `--iidfile` and registries see it.
@@ -203,7 +203,9 @@ pub fn write(out: &Output, e: &Export) -> Result<()> {
                 if let Some(&(uid, gid, mode)) = e.owners.get(&entry.path) {
                     entry.uid = uid;
                     entry.gid = gid;
-                    entry.mode = mode;
+                    if let Some(m) = mode {
+                        entry.mode = m;
+                    }
                 }
             }
             let opts = WriteOptions {

@@ -313,11 +313,15 @@ fn rootless_build_matches_root() {
         .expect("unpack");
     std::fs::write(
         child.join("Dockerfile"),
-        "FROM base\nCOPY Dockerfile /opt/new\nCOPY Dockerfile /home/app/again\n\
+        "FROM base AS mid\nCOPY Dockerfile /opt/new\nCOPY Dockerfile /home/app/again\n\
          FROM scratch\nCOPY --from=base /opt /o\nCOPY --from=0 /home /h\n",
     )
     .expect("Dockerfile");
-    rootless_matches_root_with(&child, &["--build-context", "base=oci-layout://layout"]);
+    let ctx = ["--build-context", "base=oci-layout://layout"];
+    rootless_matches_root_with(&child, &ctx);
+    // The stage on the base as the target: its type=tar output has the
+    // base's owners too.
+    rootless_matches_root_with(&child, &[ctx[0], ctx[1], "--target", "mid"]);
 }
 
 fn rootless_matches_root(context: &std::path::Path) {
