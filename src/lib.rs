@@ -15,5 +15,6 @@ pub mod export;
 pub mod image;
 pub mod layer;
 pub mod plan;
+pub mod registry;
 pub mod snapshot;
 pub mod store;

@@ -110,7 +110,10 @@ impl Images {
             let imported = match named.get(reference) {
                 Some(NamedContext::Dir(d)) => {
                     if !d.is_dir() {
-                        bail!("build context {reference}: {} is not a directory", d.display());
+                        bail!(
+                            "build context {reference}: {} is not a directory",
+                            d.display()
+                        );
                     }
                     let mut config = ImageConfig {
                         architecture: platform.arch.clone(),
@@ -120,49 +123,50 @@ impl Images {
                     // The directory becomes the image's one layer, owned by
                     // root as context files are; a stage based on it sees it
                     // as a pending layer over an empty directory.
-                    let mut entries = crate::layer::writer::entries_from_dir(d, "")
-                        .with_context(|| format!("build context {reference}: cannot read {}", d.display()))?;
+                    let mut entries =
+                        crate::layer::writer::entries_from_dir(d, "").with_context(|| {
+                            format!("build context {reference}: cannot read {}", d.display())
+                        })?;
                     for e in &mut entries {
                         e.uid = 0;
                         e.gid = 0;
                     }
                     let layer = super::layer::write(entries.clone(), opts, store)?;
                     config.rootfs.diff_ids = vec![layer.diff_id.clone()];
-                    fs::create_dir_all(&rootfs).with_context(|| format!("cannot create {}", rootfs.display()))?;
+                    fs::create_dir_all(&rootfs)
+                        .with_context(|| format!("cannot create {}", rootfs.display()))?;
                     Imported {
-                        image: Image { config, layers: vec![layer] },
+                        image: Image {
+                            config,
+                            layers: vec![layer],
+                        },
                         rootfs,
                         entries: Some(entries),
                         owners: None,
                     }
                 }
                 Some(NamedContext::OciLayout { path, reference: r }) => {
-                    fs::create_dir_all(&rootfs).with_context(|| format!("cannot create {}", rootfs.display()))?;
+                    fs::create_dir_all(&rootfs)
+                        .with_context(|| format!("cannot create {}", rootfs.display()))?;
                     let image = load_layout(path, r.as_deref(), store, platform, &rootfs)
-                        .with_context(|| format!("build context {reference}=oci-layout://{}", path.display()))?;
-                    let owners = if rustix::process::geteuid().is_root() {
-                        None
-                    } else {
-                        let mut o = Owners::new();
-                        for l in &image.layers {
-                            replay_owners(&store.blob_path(&l.digest)?, true, &mut o)?;
-                        }
-                        Some(std::sync::Arc::new(o))
-                    };
-                    Imported {
-                        image,
-                        rootfs,
-                        entries: None,
-                        owners,
-                    }
+                        .with_context(|| {
+                            format!("build context {reference}=oci-layout://{}", path.display())
+                        })?;
+                    imported(image, rootfs, store)?
                 }
-                Some(NamedContext::DockerImage(r)) => bail!(
-                    "build context {reference}=docker-image://{r}: pulling from a registry is not implemented yet in this version of kiln"
-                ),
-                None => bail!(
-                    "{reference}: pulling images from a registry is not implemented yet in this version of kiln; \
-                     pass --build-context {reference}=oci-layout://DIR[:TAG] to use a local image"
-                ),
+                Some(NamedContext::DockerImage(r)) => {
+                    fs::create_dir_all(&rootfs)
+                        .with_context(|| format!("cannot create {}", rootfs.display()))?;
+                    let image = pull(r, store, platform, &rootfs)
+                        .with_context(|| format!("build context {reference}=docker-image://{r}"))?;
+                    imported(image, rootfs, store)?
+                }
+                None => {
+                    fs::create_dir_all(&rootfs)
+                        .with_context(|| format!("cannot create {}", rootfs.display()))?;
+                    let image = pull(reference, store, platform, &rootfs)?;
+                    imported(image, rootfs, store)?
+                }
             };
             self.cache.insert(reference.to_string(), imported);
         }
@@ -170,6 +174,26 @@ impl Images {
             .get(reference)
             .ok_or_else(|| anyhow!("image {reference} was not loaded"))
     }
+}
+
+/// An image unpacked into `rootfs`; without root, with the owners its
+/// layers give.
+fn imported(image: Image, rootfs: PathBuf, store: &Store) -> Result<Imported> {
+    let owners = if rustix::process::geteuid().is_root() {
+        None
+    } else {
+        let mut o = Owners::new();
+        for l in &image.layers {
+            replay_owners(&store.blob_path(&l.digest)?, true, &mut o)?;
+        }
+        Some(std::sync::Arc::new(o))
+    };
+    Ok(Imported {
+        image,
+        rootfs,
+        entries: None,
+        owners,
+    })
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
@@ -275,6 +299,9 @@ fn layout_manifest(
 /// registry client.
 pub struct NamedResolver<'a> {
     pub named: &'a BTreeMap<String, NamedContext>,
+    /// Where registry images' configs are fetched to; `None` plans
+    /// without asking registries (`--dry-run`).
+    pub store: Option<&'a Store>,
 }
 
 impl crate::plan::ImageResolver for NamedResolver<'_> {
@@ -301,7 +328,27 @@ impl crate::plan::ImageResolver for NamedResolver<'_> {
                 }))
             }
             Some(NamedContext::Dir(_)) => Ok(Some(crate::plan::BaseConfig::default())),
-            _ => Ok(None),
+            other => {
+                let Some(store) = self.store else {
+                    return Ok(None);
+                };
+                let name = match other {
+                    Some(NamedContext::DockerImage(r)) => r.as_str(),
+                    _ => reference,
+                };
+                // A registry that cannot be reached here fails the pull
+                // later, with the reason; planning goes on without it.
+                Ok(pull_config(name, store, platform).ok().map(|c| {
+                    let c = c.config;
+                    crate::plan::BaseConfig {
+                        env: c.env_pairs(),
+                        workdir: c.working_dir.clone(),
+                        user: c.user.clone(),
+                        shell: c.shell.clone(),
+                        onbuild: c.on_build.clone(),
+                    }
+                }))
+            }
         }
     }
 }
@@ -319,49 +366,152 @@ fn load_layout(
         let digest = desc.digest().to_string();
         let src = layout.join("blobs/sha256").join(digest_hex(&digest)?);
         let stored = import_blob(&src, &digest, store)?;
-        let size = fs::metadata(&stored)
-            .with_context(|| format!("cannot read layer {digest}"))?
-            .len();
-        if size != desc.size() {
-            bail!(
-                "layer {digest} is {size} bytes, but the manifest says {}: the layout is corrupt",
-                desc.size()
-            );
-        }
-        let f = File::open(&stored).with_context(|| format!("cannot open layer {digest}"))?;
-        let (reader, format) = apply::decompressed(io::BufReader::new(f))
-            .with_context(|| format!("cannot decompress layer {digest}"))?;
-        // The media type written out comes from what the blob is, not
-        // from what the manifest claims.
-        let compression = match format {
-            apply::Format::Gzip => Compression::Gzip { level: 6 },
-            apply::Format::Zstd => Compression::Zstd { level: 3 },
-            apply::Format::Plain => Compression::None,
-            other => bail!("layer {digest} is {other:?}-compressed, which image layers cannot be"),
-        };
-        let mut hashing = HashingReader::new(reader);
-        let opts = ApplyOptions {
-            whiteouts: true,
-            same_owner: true,
-            chown: None,
-            devices: true,
-        };
-        apply::apply(&mut hashing, rootfs, "", &opts)
-            .with_context(|| format!("cannot unpack layer {digest}"))?;
-        io::copy(&mut hashing, &mut io::sink())
-            .with_context(|| format!("cannot read layer {digest}"))?;
-        let actual = hashing.digest();
-        if &actual != diff_id {
-            bail!("layer {digest} unpacks to {actual}, but the config says {diff_id}");
-        }
-        layers.push(LayerBlob {
-            digest,
-            diff_id: diff_id.clone(),
-            size,
-            compression,
-        });
+        layers.push(unpack_layer(
+            &stored,
+            &digest,
+            desc.size(),
+            diff_id,
+            rootfs,
+        )?);
     }
     Ok(Image { config, layers })
+}
+
+/// Applies a stored layer blob to `rootfs`, checking its size and its
+/// diffID; its compression is what the blob is, not what a manifest says.
+fn unpack_layer(
+    stored: &Path,
+    digest: &str,
+    expected_size: u64,
+    diff_id: &str,
+    rootfs: &Path,
+) -> Result<LayerBlob> {
+    let size = fs::metadata(stored)
+        .with_context(|| format!("cannot read layer {digest}"))?
+        .len();
+    if size != expected_size {
+        bail!("layer {digest} is {size} bytes, but the manifest says {expected_size}");
+    }
+    let f = File::open(stored).with_context(|| format!("cannot open layer {digest}"))?;
+    let (reader, format) = apply::decompressed(io::BufReader::new(f))
+        .with_context(|| format!("cannot decompress layer {digest}"))?;
+    let compression = match format {
+        apply::Format::Gzip => Compression::Gzip { level: 6 },
+        apply::Format::Zstd => Compression::Zstd { level: 3 },
+        apply::Format::Plain => Compression::None,
+        other => bail!("layer {digest} is {other:?}-compressed, which image layers cannot be"),
+    };
+    let mut hashing = HashingReader::new(reader);
+    let opts = ApplyOptions {
+        whiteouts: true,
+        same_owner: true,
+        chown: None,
+        devices: true,
+    };
+    apply::apply(&mut hashing, rootfs, "", &opts)
+        .with_context(|| format!("cannot unpack layer {digest}"))?;
+    io::copy(&mut hashing, &mut io::sink())
+        .with_context(|| format!("cannot read layer {digest}"))?;
+    let actual = hashing.digest();
+    if actual != diff_id {
+        bail!("layer {digest} unpacks to {actual}, but the config says {diff_id}");
+    }
+    Ok(LayerBlob {
+        digest: digest.to_string(),
+        diff_id: diff_id.to_string(),
+        size,
+        compression,
+    })
+}
+
+/// The platform's manifest of `r` and its config, from the registry.
+fn fetch_manifest(
+    client: &mut crate::registry::Client,
+    r: &crate::registry::Reference,
+    store: &Store,
+    platform: &Platform,
+) -> Result<(oci_spec::image::ImageManifest, ImageConfig)> {
+    use oci_spec::image::{ImageIndex, ImageManifest};
+    let (mut bytes, mut media, _) = client.manifest(r.object())?;
+    for _ in 0..2 {
+        let is_index = media.contains("index") || media.contains("manifest.list");
+        if !is_index {
+            break;
+        }
+        let idx: ImageIndex = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{r}: the image index is not valid"))?;
+        let choices: Vec<String> = idx
+            .manifests()
+            .iter()
+            .filter_map(|d| d.platform().as_ref())
+            .map(|p| format!("{}/{}", p.os(), p.architecture()))
+            .collect();
+        let m = idx
+            .manifests()
+            .iter()
+            .find(|d| {
+                d.platform().as_ref().is_some_and(|p| {
+                    p.os().to_string() == platform.os
+                        && p.architecture().to_string() == platform.arch
+                        && (platform.variant.is_empty()
+                            || p.variant().as_deref() == Some(platform.variant.as_str()))
+                })
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "{r} has no image for {platform}; it has: {}",
+                    choices.join(", ")
+                )
+            })?;
+        let d = m.digest().to_string();
+        (bytes, media, _) = client.manifest(&d)?;
+    }
+    let manifest: ImageManifest = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{r}: the manifest is not valid"))?;
+    let cfg = manifest.config();
+    if cfg.size() > MAX_JSON {
+        bail!("{r}: the config is larger than {MAX_JSON} bytes");
+    }
+    let cfg_path = client.blob(cfg.digest().as_ref(), cfg.size(), store)?;
+    let cfg_bytes = fs::read(&cfg_path).with_context(|| format!("{r}: cannot read the config"))?;
+    let config = ImageConfig::from_slice(&cfg_bytes)
+        .with_context(|| format!("{r}: the config is not valid"))?;
+    if config.rootfs.diff_ids.len() != manifest.layers().len() {
+        bail!(
+            "{r}: the manifest lists {} layers but the config {} diffIDs",
+            manifest.layers().len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+    Ok((manifest, config))
+}
+
+/// Pulls `reference` from its registry: the manifest (the platform's, from
+/// an index), the config and the layers, verified into the store and
+/// applied to `rootfs`.
+fn pull(reference: &str, store: &Store, platform: &Platform, rootfs: &Path) -> Result<Image> {
+    let r =
+        crate::registry::Reference::parse(reference).map_err(|e| anyhow!("{reference}: {e}"))?;
+    let mut client = crate::registry::Client::new(r.clone())?;
+    let (manifest, config) = fetch_manifest(&mut client, &r, store, platform)?;
+    let mut layers = Vec::new();
+    for (desc, diff_id) in manifest.layers().iter().zip(&config.rootfs.diff_ids) {
+        let digest = desc.digest().to_string();
+        let stored = client.blob(&digest, desc.size(), store)?;
+        layers.push(
+            unpack_layer(&stored, &digest, desc.size(), diff_id, rootfs)
+                .with_context(|| format!("{r}"))?,
+        );
+    }
+    Ok(Image { config, layers })
+}
+
+/// The config of a registry image, for the planner.
+pub fn pull_config(reference: &str, store: &Store, platform: &Platform) -> Result<ImageConfig> {
+    let r =
+        crate::registry::Reference::parse(reference).map_err(|e| anyhow!("{reference}: {e}"))?;
+    let mut client = crate::registry::Client::new(r.clone())?;
+    Ok(fetch_manifest(&mut client, &r, store, platform)?.1)
 }
 
 /// Copies a blob into the store, checking its digest on the way.

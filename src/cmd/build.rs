@@ -96,7 +96,21 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
 
     let src = read_dockerfile(&settings)?;
     let opts = settings.plan_options();
-    let resolver = NamedResolver { named: &named };
+    // A real build asks registries for base images' configs; a dry run
+    // plans offline.
+    let store_root = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::store::default_root);
+    let store = if args.dry_run.is_none() {
+        Some(Store::open(&store_root).map_err(build_failure)?)
+    } else {
+        None
+    };
+    let resolver = NamedResolver {
+        named: &named,
+        store: store.as_ref(),
+    };
     let plan = match plan_source(&src, &opts, &resolver) {
         Ok(p) => p,
         Err(e) => {

@@ -252,14 +252,16 @@ fn unimplemented_flags_say_so() {
         "{err}"
     );
 
-    // Pulling base images comes with the registry client: a clear error.
+    // A registry that cannot be reached: a clear error at the FROM line.
+    let dir = context("FROM 127.0.0.1:1/alpine\n");
     let o = kiln(dir.path(), &["build", "--cache-dir", "store", "."]);
     assert_eq!(o.status.code(), Some(3));
+    let err = stderr(&o);
     assert!(
-        stderr(&o).contains("alpine: pulling images from a registry is not implemented yet"),
-        "{}",
-        stderr(&o)
+        err.contains("cannot reach http://127.0.0.1:1/v2/alpine/manifests/latest"),
+        "{err}"
     );
+    assert!(err.contains("Dockerfile:1:1"), "{err}");
 }
 
 #[test]

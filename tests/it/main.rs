@@ -12,4 +12,5 @@ mod outputs;
 mod parse;
 mod plan;
 mod realworld;
+mod registry;
 mod util;

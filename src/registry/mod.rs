@@ -1,0 +1,334 @@
+//! The registry client: references as Docker normalizes them, and pulls
+//! per the OCI distribution spec (manifest negotiation, platform
+//! selection, blobs streamed into the content store and verified).
+//!
+//! Anonymous access and bearer tokens from the registry's challenge are
+//! supported; credentials from `config.json`, pushes and retries come with
+//! the rest of the registry issue. This module knows nothing of
+//! Dockerfiles or snapshots.
+
+use crate::store::Store;
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::io::{Read, Write};
+
+/// A normalized image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// `docker.io`, `ghcr.io`, `127.0.0.1:5000`.
+    pub domain: String,
+    /// `library/busybox`.
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl Reference {
+    /// Parses and normalizes as Docker does: `busybox` is
+    /// `docker.io/library/busybox:latest`.
+    pub fn parse(r: &str) -> Result<Reference, String> {
+        crate::image::reference::validate(r)?;
+        let (name_tag, digest) = match r.split_once('@') {
+            Some((n, d)) => (n, Some(d.to_string())),
+            None => (r, None),
+        };
+        let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match name_tag[last_slash..].rfind(':') {
+            Some(i) => (
+                &name_tag[..last_slash + i],
+                Some(name_tag[last_slash + i + 1..].to_string()),
+            ),
+            None => (name_tag, None),
+        };
+        let first = name.split('/').next().unwrap_or(name);
+        let has_domain = name.contains('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost");
+        let (domain, repo) = if has_domain {
+            let (d, p) = name.split_once('/').unwrap_or((name, ""));
+            (
+                if d == "index.docker.io" {
+                    "docker.io"
+                } else {
+                    d
+                },
+                p.to_string(),
+            )
+        } else {
+            ("docker.io", name.to_string())
+        };
+        let repository = if domain == "docker.io" && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo
+        };
+        let tag = match (&tag, &digest) {
+            (None, None) => Some("latest".to_string()),
+            _ => tag,
+        };
+        Ok(Reference {
+            domain: domain.to_string(),
+            repository,
+            tag,
+            digest,
+        })
+    }
+
+    /// What to ask the registry for: the digest when pinned, else the tag.
+    pub fn object(&self) -> &str {
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
+    }
+
+    /// The registry's base URL. Loopback registries speak plain HTTP, as
+    /// Docker treats them as insecure by default; everything else HTTPS.
+    pub fn base_url(&self) -> String {
+        let host = if self.domain == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            &self.domain
+        };
+        let h = host.split(':').next().unwrap_or(host);
+        let plain = h == "localhost" || h == "127.0.0.1" || h == "[::1]";
+        format!("{}://{host}", if plain { "http" } else { "https" })
+    }
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.domain, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Media types a pull accepts for manifests.
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// Largest manifest or index read.
+const MAX_MANIFEST: u64 = 4 << 20;
+
+/// A client for one repository.
+pub struct Client {
+    http: reqwest::blocking::Client,
+    reference: Reference,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(reference: Reference) -> Result<Client> {
+        let http = reqwest::blocking::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("cannot start the HTTP client")?;
+        Ok(Client {
+            http,
+            reference,
+            token: None,
+        })
+    }
+
+    fn get(&mut self, url: &str, accept: Option<&str>) -> Result<reqwest::blocking::Response> {
+        for attempt in 0..2 {
+            let mut req = self.http.get(url);
+            if let Some(a) = accept {
+                req = req.header(reqwest::header::ACCEPT, a);
+            }
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req
+                .send()
+                .map_err(|e| e.without_url())
+                .with_context(|| format!("cannot reach {url}"))?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                let challenge = resp
+                    .headers()
+                    .get(reqwest::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                self.token = Some(self.fetch_token(&challenge)?);
+                continue;
+            }
+            if !resp.status().is_success() {
+                bail!("{url}: the registry answered HTTP {}", resp.status());
+            }
+            return Ok(resp);
+        }
+        bail!("{url}: the registry refused the token it issued")
+    }
+
+    /// Anonymous bearer token for a `Bearer realm=...,service=...,scope=...`
+    /// challenge.
+    fn fetch_token(&self, challenge: &str) -> Result<String> {
+        let Some(params) = challenge.strip_prefix("Bearer ") else {
+            bail!(
+                "{}: the registry asks for credentials ({challenge}), which kiln cannot send yet",
+                self.reference
+            );
+        };
+        let mut realm = None;
+        let mut query = Vec::new();
+        for part in split_params(params) {
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
+            let v = v.trim_matches('"').to_string();
+            match k.trim() {
+                "realm" => realm = Some(v),
+                k => query.push((k.to_string(), v)),
+            }
+        }
+        let realm =
+            realm.ok_or_else(|| anyhow!("the registry's challenge has no realm: {challenge}"))?;
+        if !query.iter().any(|(k, _)| k == "scope") {
+            query.push((
+                "scope".into(),
+                format!("repository:{}:pull", self.reference.repository),
+            ));
+        }
+        let resp = self
+            .http
+            .get(&realm)
+            .query(&query)
+            .send()
+            .with_context(|| format!("cannot reach the token service {realm}"))?;
+        if !resp.status().is_success() {
+            bail!("the token service {realm} answered HTTP {}", resp.status());
+        }
+        let mut body = Vec::new();
+        resp.take(MAX_MANIFEST)
+            .read_to_end(&mut body)
+            .context("cannot read the token")?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).context("the token service sent no JSON")?;
+        v.get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("the token service sent no token"))
+    }
+
+    /// Fetches a manifest or index by tag or digest: its bytes, media type
+    /// and digest (checked when asked for by digest).
+    pub fn manifest(&mut self, object: &str) -> Result<(Vec<u8>, String, String)> {
+        let url = format!(
+            "{}/v2/{}/manifests/{object}",
+            self.reference.base_url(),
+            self.reference.repository
+        );
+        let resp = self.get(&url, Some(ACCEPT))?;
+        let media = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let mut bytes = Vec::new();
+        resp.take(MAX_MANIFEST + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("{url}: the body was cut short"))?;
+        if bytes.len() as u64 > MAX_MANIFEST {
+            bail!("{url}: the manifest is larger than {MAX_MANIFEST} bytes");
+        }
+        let digest = format!("sha256:{}", crate::layer::compress::sha256_hex(&bytes));
+        if object.starts_with("sha256:") && digest != object {
+            bail!("{url}: the registry sent a manifest with digest {digest}");
+        }
+        Ok((bytes, media, digest))
+    }
+
+    /// Streams a blob into the store, checking its digest and size; does
+    /// nothing when the store has it.
+    pub fn blob(&mut self, digest: &str, size: u64, store: &Store) -> Result<std::path::PathBuf> {
+        if store.has(digest) {
+            return Ok(store.blob_path(digest)?);
+        }
+        let url = format!(
+            "{}/v2/{}/blobs/{digest}",
+            self.reference.base_url(),
+            self.reference.repository
+        );
+        let mut resp = self.get(&url, None)?;
+        let tmp = store.temp_file()?;
+        let file = tmp.reopen().context("cannot open a temporary file")?;
+        let mut w = crate::layer::compress::HashingWriter::new(std::io::BufWriter::new(file));
+        std::io::copy(&mut (&mut resp).take(size.saturating_add(1)), &mut w)
+            .with_context(|| format!("{url}: the download failed"))?;
+        let (mut inner, actual, got) = w.finish();
+        inner.flush().context("cannot write a blob")?;
+        if got != size {
+            bail!("{url}: blob {digest} is {got} bytes, the manifest says {size}");
+        }
+        if actual != digest {
+            bail!("{url}: blob {digest} arrived with digest {actual}");
+        }
+        Ok(store.commit(tmp, digest)?)
+    }
+}
+
+/// Splits `a="x,y",b=z` at the commas outside quotes.
+fn split_params(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_normalize_as_docker() {
+        let r = Reference::parse("busybox").expect("ok");
+        assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
+        assert_eq!(r.base_url(), "https://registry-1.docker.io");
+        let r = Reference::parse("127.0.0.1:5000/a/b:1").expect("ok");
+        assert_eq!(
+            (r.domain.as_str(), r.repository.as_str(), r.object()),
+            ("127.0.0.1:5000", "a/b", "1")
+        );
+        assert_eq!(r.base_url(), "http://127.0.0.1:5000");
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r = Reference::parse(&format!("ghcr.io/o/x:2@{d}")).expect("ok");
+        assert_eq!(r.object(), d);
+        assert!(Reference::parse("Upper/case").is_err());
+    }
+
+    #[test]
+    fn challenge_params() {
+        assert_eq!(
+            split_params(r#"realm="https://a/token",service="reg",scope="repository:x:pull,push""#),
+            vec![
+                r#"realm="https://a/token""#,
+                r#"service="reg""#,
+                r#"scope="repository:x:pull,push""#
+            ]
+        );
+    }
+}
