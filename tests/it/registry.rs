@@ -156,3 +156,119 @@ fn missing_registry_image_is_a_clear_error() {
     let e = stderr(&o);
     assert!(e.contains("Dockerfile:1") && e.contains("404"), "{e}");
 }
+
+/// A registry that lies: it serves a layer whose bytes do not match the
+/// digest the manifest names, and one whose body is cut short. kiln fails
+/// naming the blob, and nothing lands in the store under that digest.
+#[test]
+fn a_lying_registry_is_refused() {
+    use sha2::Digest as _;
+    use std::io::{BufRead, BufReader, Write};
+    let hex = |b: &[u8]| -> String {
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    let layer_claimed = vec![7u8; 100];
+    let layer_sent = vec![8u8; 100];
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", hex(&layer_claimed))]},
+    })
+    .to_string();
+    let manifest = |layer_digest: &str, size: usize| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": format!("sha256:{}", hex(config.as_bytes())), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": layer_digest, "size": size}],
+        })
+        .to_string()
+    };
+    let claimed = format!("sha256:{}", hex(&layer_claimed));
+    let liar_manifest = manifest(&claimed, 100);
+    let short_manifest = manifest(&claimed, 100);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let config_c = config.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut s = stream;
+            let (ctype, body, declared): (&str, Vec<u8>, usize) =
+                if path.ends_with("/liar/manifests/1") {
+                    (
+                        "application/vnd.oci.image.manifest.v1+json",
+                        liar_manifest.clone().into_bytes(),
+                        liar_manifest.len(),
+                    )
+                } else if path.ends_with("/short/manifests/1") {
+                    (
+                        "application/vnd.oci.image.manifest.v1+json",
+                        short_manifest.clone().into_bytes(),
+                        short_manifest.len(),
+                    )
+                } else if path.contains("/blobs/") && path.ends_with(&hex(config_c.as_bytes())) {
+                    (
+                        "application/octet-stream",
+                        config_c.clone().into_bytes(),
+                        config_c.len(),
+                    )
+                } else if path.starts_with("/v2/liar/blobs/") {
+                    (
+                        "application/octet-stream",
+                        layer_sent.clone(),
+                        layer_sent.len(),
+                    )
+                } else if path.starts_with("/v2/short/blobs/") {
+                    // Declares 100 bytes, sends 10, hangs up.
+                    (
+                        "application/octet-stream",
+                        layer_claimed[..10].to_vec(),
+                        100,
+                    )
+                } else {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                };
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(&body);
+        }
+    });
+    for (repo, want) in [
+        ("liar", "arrived with digest"),
+        ("short", "download failed"),
+    ] {
+        let c = Ctx::new(&format!("FROM {addr}/{repo}:1\n"), &[]);
+        let o = c.kiln(&["-o", "type=tar,dest=-"]);
+        assert_eq!(o.status.code(), Some(3), "{repo}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains(&claimed) && (e.contains(want) || e.contains("bytes")),
+            "{repo}: {e}"
+        );
+        let stored = c
+            .path("store/blobs/sha256")
+            .join(claimed.trim_start_matches("sha256:"));
+        assert!(
+            !stored.exists(),
+            "{repo}: a bad blob was stored under its claimed digest"
+        );
+    }
+}
