@@ -157,14 +157,14 @@ impl Images {
                 Some(NamedContext::DockerImage(r)) => {
                     fs::create_dir_all(&rootfs)
                         .with_context(|| format!("cannot create {}", rootfs.display()))?;
-                    let image = pull(r, store, platform, &rootfs)
+                    let image = pull(r, store, platform, &rootfs, opts.pull)
                         .with_context(|| format!("build context {reference}=docker-image://{r}"))?;
                     imported(image, rootfs, store)?
                 }
                 None => {
                     fs::create_dir_all(&rootfs)
                         .with_context(|| format!("cannot create {}", rootfs.display()))?;
-                    let image = pull(reference, store, platform, &rootfs)?;
+                    let image = pull(reference, store, platform, &rootfs, opts.pull)?;
                     imported(image, rootfs, store)?
                 }
             };
@@ -302,6 +302,8 @@ pub struct NamedResolver<'a> {
     /// Where registry images' configs are fetched to; `None` plans
     /// without asking registries (`--dry-run`).
     pub store: Option<&'a Store>,
+    /// `--pull`: ask the registry what a tag names now.
+    pub pull: bool,
 }
 
 impl crate::plan::ImageResolver for NamedResolver<'_> {
@@ -338,7 +340,7 @@ impl crate::plan::ImageResolver for NamedResolver<'_> {
                 };
                 // A registry that cannot be reached here fails the pull
                 // later, with the reason; planning goes on without it.
-                Ok(pull_config(name, store, platform).ok().map(|c| {
+                Ok(pull_config(name, store, platform, self.pull).ok().map(|c| {
                     let c = c.config;
                     crate::plan::BaseConfig {
                         env: c.env_pairs(),
@@ -430,9 +432,10 @@ fn fetch_manifest(
     r: &crate::registry::Reference,
     store: &Store,
     platform: &Platform,
+    refresh: bool,
 ) -> Result<(oci_spec::image::ImageManifest, ImageConfig)> {
     use oci_spec::image::{ImageIndex, ImageManifest};
-    let (mut bytes, mut media, _) = client.manifest(r.object())?;
+    let (mut bytes, mut media, _) = client.manifest_cached(r.object(), store, refresh)?;
     for _ in 0..2 {
         let is_index = media.contains("index") || media.contains("manifest.list");
         if !is_index {
@@ -464,7 +467,7 @@ fn fetch_manifest(
                 )
             })?;
         let d = m.digest().to_string();
-        (bytes, media, _) = client.manifest(&d)?;
+        (bytes, media, _) = client.manifest_cached(&d, store, refresh)?;
     }
     let manifest: ImageManifest = serde_json::from_slice(&bytes)
         .with_context(|| format!("{r}: the manifest is not valid"))?;
@@ -489,11 +492,17 @@ fn fetch_manifest(
 /// Pulls `reference` from its registry: the manifest (the platform's, from
 /// an index), the config and the layers, verified into the store and
 /// applied to `rootfs`.
-fn pull(reference: &str, store: &Store, platform: &Platform, rootfs: &Path) -> Result<Image> {
+fn pull(
+    reference: &str,
+    store: &Store,
+    platform: &Platform,
+    rootfs: &Path,
+    refresh: bool,
+) -> Result<Image> {
     let r =
         crate::registry::Reference::parse(reference).map_err(|e| anyhow!("{reference}: {e}"))?;
     let mut client = crate::registry::Client::new(r.clone())?;
-    let (manifest, config) = fetch_manifest(&mut client, &r, store, platform)?;
+    let (manifest, config) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(&config.rootfs.diff_ids) {
         let digest = desc.digest().to_string();
@@ -507,11 +516,16 @@ fn pull(reference: &str, store: &Store, platform: &Platform, rootfs: &Path) -> R
 }
 
 /// The config of a registry image, for the planner.
-pub fn pull_config(reference: &str, store: &Store, platform: &Platform) -> Result<ImageConfig> {
+pub fn pull_config(
+    reference: &str,
+    store: &Store,
+    platform: &Platform,
+    refresh: bool,
+) -> Result<ImageConfig> {
     let r =
         crate::registry::Reference::parse(reference).map_err(|e| anyhow!("{reference}: {e}"))?;
     let mut client = crate::registry::Client::new(r.clone())?;
-    Ok(fetch_manifest(&mut client, &r, store, platform)?.1)
+    Ok(fetch_manifest(&mut client, &r, store, platform, refresh)?.1)
 }
 
 /// Copies a blob into the store, checking its digest on the way.

@@ -43,6 +43,9 @@ pub struct BuildOptions {
     pub threads: usize,
     /// A directory for this build's snapshots; removed by the caller.
     pub work: PathBuf,
+    /// `--pull`: re-resolve image tags at the registry instead of using
+    /// what the store pulled before.
+    pub pull: bool,
     /// Write the target stage's files to disk (for `type=local` and
     /// `type=tar` outputs); otherwise only its layers are made.
     pub materialize: bool,

@@ -110,6 +110,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     let resolver = NamedResolver {
         named: &named,
         store: store.as_ref(),
+        pull: args.pull,
     };
     let plan = match plan_source(&src, &opts, &resolver) {
         Ok(p) => p,
@@ -179,6 +180,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         compression,
         threads,
         work: work.path().to_path_buf(),
+        pull: args.pull,
         materialize: outputs
             .iter()
             .any(|o| matches!(o.kind, export::Kind::Local | export::Kind::Tar)),

@@ -252,6 +252,40 @@ impl Client {
         Ok((bytes, media, digest))
     }
 
+    /// A manifest or index from the store when it is there (by digest, or
+    /// by the digest the tag was last pulled as, unless `refresh`), else
+    /// from the registry, then kept in the store: a second build needs no
+    /// network, and an image pinned by digest is never fetched again.
+    pub fn manifest_cached(
+        &mut self,
+        object: &str,
+        store: &Store,
+        refresh: bool,
+    ) -> Result<(Vec<u8>, String, String)> {
+        let name = format!(
+            "{}/{}:{object}",
+            self.reference.domain, self.reference.repository
+        );
+        let known = if object.starts_with("sha256:") {
+            Some(object.to_string())
+        } else if refresh {
+            None
+        } else {
+            store.get_ref(&name)
+        };
+        if let Some(d) = known.filter(|d| store.has(d)) {
+            let bytes = store.read(&d)?;
+            let media = media_type_of(&bytes);
+            return Ok((bytes, media, d));
+        }
+        let (bytes, media, digest) = self.manifest(object)?;
+        store.put_bytes(&bytes)?;
+        if !object.starts_with("sha256:") {
+            store.set_ref(&name, &digest)?;
+        }
+        Ok((bytes, media, digest))
+    }
+
     /// Streams a blob into the store, checking its digest and size; does
     /// nothing when the store has it.
     pub fn blob(&mut self, digest: &str, size: u64, store: &Store) -> Result<std::path::PathBuf> {
@@ -278,6 +312,17 @@ impl Client {
             bail!("{url}: blob {digest} arrived with digest {actual}");
         }
         Ok(store.commit(tmp, digest)?)
+    }
+}
+
+/// The media type a stored manifest declares (or implies: an index has
+/// `manifests`).
+fn media_type_of(bytes: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    match v.get("mediaType").and_then(|m| m.as_str()) {
+        Some(m) => m.to_string(),
+        None if v.get("manifests").is_some() => crate::image::OCI_INDEX.to_string(),
+        None => crate::image::OCI_MANIFEST.to_string(),
     }
 }
 

@@ -149,6 +149,40 @@ impl Store {
         Ok(digest)
     }
 
+    /// The manifest digest a name (`docker.io/library/busybox:latest`) was
+    /// last pulled as, for offline reuse.
+    pub fn get_ref(&self, name: &str) -> Option<String> {
+        let p = self.ref_path(name);
+        let text = fs::read_to_string(p).ok()?;
+        let mut lines = text.lines();
+        (lines.next() == Some(name))
+            .then(|| lines.next().map(str::to_string))?
+            .filter(|d| digest_hex(d).is_ok())
+    }
+
+    /// Records what a name resolved to (written to a temporary file and
+    /// renamed, so a reader never sees half of it).
+    pub fn set_ref(&self, name: &str, digest: &str) -> Result<(), StoreError> {
+        digest_hex(digest)?;
+        let dir = self.root.join("refs");
+        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        let mut tmp = self.temp_file()?;
+        io::Write::write_all(&mut tmp, format!("{name}\n{digest}\n").as_bytes())
+            .map_err(io_err("cannot write", &dir))?;
+        let dest = self.ref_path(name);
+        tmp.persist(&dest).map_err(|e| StoreError::Io {
+            what: "cannot write",
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+
+    fn ref_path(&self, name: &str) -> PathBuf {
+        let h = crate::layer::compress::sha256_hex(name.as_bytes());
+        self.root.join("refs").join(h)
+    }
+
     /// Reads a whole (small) blob: configs, manifests.
     pub fn read(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
         let p = self.blob_path(digest)?;
@@ -190,6 +224,17 @@ mod tests {
             fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
             0
         );
+    }
+
+    #[test]
+    fn refs_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let d = store.put_bytes(b"m").expect("put");
+        assert_eq!(store.get_ref("docker.io/library/a:1"), None);
+        store.set_ref("docker.io/library/a:1", &d).expect("set");
+        assert_eq!(store.get_ref("docker.io/library/a:1"), Some(d));
+        assert!(store.set_ref("x", "sha256:nope").is_err());
     }
 
     #[test]

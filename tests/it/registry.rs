@@ -272,3 +272,28 @@ fn a_lying_registry_is_refused() {
         );
     }
 }
+
+/// A second build reuses what the first pulled, with the registry gone;
+/// `--pull` asks the registry again (and so fails without it).
+#[test]
+fn pulled_images_are_reused_offline() {
+    let reg = Registry::start();
+    let b = Ctx::new(
+        "FROM scratch\nCOPY base.txt /base/\n",
+        &[("base.txt", "base\n")],
+    );
+    b.build_oci(&["-t", "base:v1"]);
+    reg.push_archive(&b.path("out.tar"), "v1", "base:v1");
+    let c = Ctx::new(
+        &format!("FROM {}/base:v1\nCOPY a /a\n", reg.addr),
+        &[("a", "a\n")],
+    );
+    let sde = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+    let first = c.build_oci(&sde);
+    drop(reg);
+    let second = c.build_oci(&sde);
+    assert_eq!(first.manifest_digest, second.manifest_digest);
+    let o = c.kiln(&["--pull", "-o", "type=tar,dest=-"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot reach"), "{}", stderr(&o));
+}
