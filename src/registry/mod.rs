@@ -2,10 +2,12 @@
 //! per the OCI distribution spec (manifest negotiation, platform
 //! selection, blobs streamed into the content store and verified).
 //!
-//! Anonymous access and bearer tokens from the registry's challenge are
-//! supported; credentials from `config.json`, pushes and retries come with
-//! the rest of the registry issue. This module knows nothing of
-//! Dockerfiles or snapshots.
+//! Anonymous access, basic auth and bearer tokens from the registry's
+//! challenge are supported, with credentials found as the docker CLI finds
+//! them ([`auth`]); pushes and retries come with the rest of the registry
+//! issue. This module knows nothing of Dockerfiles or snapshots.
+
+pub mod auth;
 
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -121,6 +123,9 @@ pub struct Client {
     http: reqwest::blocking::Client,
     reference: Reference,
     token: Option<String>,
+    /// Send basic auth (the registry asked for it).
+    basic: bool,
+    creds: Option<auth::Credentials>,
 }
 
 impl Client {
@@ -130,10 +135,13 @@ impl Client {
             .connect_timeout(std::time::Duration::from_secs(30))
             .build()
             .context("cannot start the HTTP client")?;
+        let creds = auth::lookup(&reference.domain).map_err(|e| anyhow!(e))?;
         Ok(Client {
             http,
             reference,
             token: None,
+            basic: false,
+            creds,
         })
     }
 
@@ -145,6 +153,8 @@ impl Client {
             }
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
+            } else if let (true, Some(c)) = (self.basic, &self.creds) {
+                req = req.basic_auth(&c.username, Some(&c.password));
             }
             let resp = req
                 .send()
@@ -157,15 +167,29 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_string();
-                self.token = Some(self.fetch_token(&challenge)?);
+                if challenge.starts_with("Basic") {
+                    if self.creds.is_none() {
+                        bail!(
+                            "{url}: the registry asks for credentials (HTTP 401) and none are configured for {} \
+                             (docker login, or auths in $DOCKER_CONFIG/config.json)",
+                            self.reference.domain
+                        );
+                    }
+                    self.basic = true;
+                } else {
+                    self.token = Some(self.fetch_token(&challenge)?);
+                }
                 continue;
+            }
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+                bail!("{url}: the registry refused the credentials (HTTP 401)");
             }
             if !resp.status().is_success() {
                 bail!("{url}: the registry answered HTTP {}", resp.status());
             }
             return Ok(resp);
         }
-        bail!("{url}: the registry refused the token it issued")
+        bail!("{url}: the registry refused the credentials (HTTP 401)")
     }
 
     /// Anonymous bearer token for a `Bearer realm=...,service=...,scope=...`
@@ -173,7 +197,7 @@ impl Client {
     fn fetch_token(&self, challenge: &str) -> Result<String> {
         let Some(params) = challenge.strip_prefix("Bearer ") else {
             bail!(
-                "{}: the registry asks for credentials ({challenge}), which kiln cannot send yet",
+                "{}: the registry answered HTTP 401 with an authentication scheme kiln does not know: {challenge:?}",
                 self.reference
             );
         };
@@ -197,10 +221,11 @@ impl Client {
                 format!("repository:{}:pull", self.reference.repository),
             ));
         }
-        let resp = self
-            .http
-            .get(&realm)
-            .query(&query)
+        let mut req = self.http.get(&realm).query(&query);
+        if let Some(c) = &self.creds {
+            req = req.basic_auth(&c.username, Some(&c.password));
+        }
+        let resp = req
             .send()
             .with_context(|| format!("cannot reach the token service {realm}"))?;
         if !resp.status().is_success() {

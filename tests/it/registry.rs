@@ -15,6 +15,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// With `Some((user, password))`, the registry asks for basic auth
+    /// (an htpasswd file made with Debian's apache2-utils).
+    pub fn start_with(auth: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -22,14 +28,24 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("config");
+        let mut yml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, pass)) = auth {
+            let o = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .expect("htpasswd (Debian's apache2-utils; scripts/test installs it)");
+            assert!(o.status.success());
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, o.stdout).expect("htpasswd file");
+            yml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&config, yml).expect("config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -57,8 +73,22 @@ impl Registry {
 
     /// Copies an OCI archive into the registry as `repo:tag`, with skopeo.
     pub fn push_archive(&self, archive: &std::path::Path, tag_in_archive: &str, dest: &str) {
-        let o = Command::new("skopeo")
-            .args(["copy", "--dest-tls-verify=false"])
+        self.push_archive_as(archive, tag_in_archive, dest, None);
+    }
+
+    pub fn push_archive_as(
+        &self,
+        archive: &std::path::Path,
+        tag_in_archive: &str,
+        dest: &str,
+        creds: Option<&str>,
+    ) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.arg("--dest-creds").arg(c);
+        }
+        let o = cmd
             .arg(format!(
                 "oci-archive:{}:{tag_in_archive}",
                 archive.display()
@@ -296,4 +326,67 @@ fn pulled_images_are_reused_offline() {
     let o = c.kiln(&["--pull", "-o", "type=tar,dest=-"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot reach"), "{}", stderr(&o));
+}
+
+/// A registry that asks for basic auth: without credentials kiln says so;
+/// with `auths` in `$DOCKER_CONFIG/config.json` it pulls; with a wrong
+/// password it says the registry refused them. The password never appears
+/// in kiln's output.
+#[test]
+fn basic_auth_from_docker_config() {
+    let reg = Registry::start_with(Some(("alice", "s3cret-pw")));
+    let b = Ctx::new(
+        "FROM scratch\nCOPY base.txt /base/\n",
+        &[("base.txt", "base\n")],
+    );
+    b.build_oci(&["-t", "base:v1"]);
+    reg.push_archive_as(
+        &b.path("out.tar"),
+        "v1",
+        "private/base:v1",
+        Some("alice:s3cret-pw"),
+    );
+    let c = Ctx::new(&format!("FROM {}/private/base:v1\n", reg.addr), &[]);
+    let docker_config = |user_pass: &str| {
+        let dir = c.path(&format!("docker-{}", user_pass.len()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(user_pass);
+        let cfg = serde_json::json!({"auths": {reg.addr.clone(): {"auth": auth}}});
+        std::fs::write(dir.join("config.json"), cfg.to_string()).expect("config.json");
+        dir
+    };
+    let empty = c.path("docker-none");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let o = c.kiln_env(
+        &["-o", "type=tar,dest=-"],
+        &[("DOCKER_CONFIG", &empty.to_string_lossy())],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("asks for credentials"),
+        "{}",
+        stderr(&o)
+    );
+
+    let good = docker_config("alice:s3cret-pw");
+    let o = c.kiln_env(
+        &["-o", "type=tar,dest=-"],
+        &[("DOCKER_CONFIG", &good.to_string_lossy())],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(crate::image::tar_files(&o.stdout).contains_key("base/base.txt"));
+
+    let bad = docker_config("alice:wrong-password");
+    let o = c.kiln_env(
+        &["--pull", "-o", "type=tar,dest=-"],
+        &[("DOCKER_CONFIG", &bad.to_string_lossy())],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("refused the credentials"), "{e}");
+    assert!(
+        !e.contains("wrong-password") && !e.contains("s3cret"),
+        "a password leaked: {e}"
+    );
 }

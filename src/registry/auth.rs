@@ -1,0 +1,181 @@
+//! Registry credentials, found as the docker CLI finds them: in
+//! `$DOCKER_CONFIG/config.json` (else `~/.docker/config.json`), from
+//! `auths` (base64 `user:password`, or `username`/`password`), or from a
+//! credential helper (`credHelpers` per registry, else `credsStore`) run as
+//! `docker-credential-<name> get`.
+
+use base64::Engine as _;
+use std::path::PathBuf;
+
+/// A username and a password (or token).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        write!(f, "Credentials({}, ***)", self.username)
+    }
+}
+
+fn config_path() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("config.json"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".docker/config.json"))
+}
+
+/// The keys a registry may be filed under in `auths`.
+fn keys_for(domain: &str) -> Vec<String> {
+    let mut keys = vec![
+        domain.to_string(),
+        format!("https://{domain}"),
+        format!("http://{domain}"),
+    ];
+    if domain == "docker.io" {
+        keys.extend([
+            "https://index.docker.io/v1/".to_string(),
+            "index.docker.io".to_string(),
+            "registry-1.docker.io".to_string(),
+        ]);
+    }
+    keys
+}
+
+/// Credentials for `domain`, if the docker config has any. A config that
+/// cannot be read or parsed is an error: silently pulling anonymously
+/// would hide it.
+pub fn lookup(domain: &str) -> Result<Option<Credentials>, String> {
+    let Some(path) = config_path() else {
+        return Ok(None);
+    };
+    let text = match crate::snapshot::read_small(&path, 4 << 20) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let keys = keys_for(domain);
+    let helper = keys
+        .iter()
+        .find_map(|k| v.get("credHelpers")?.get(k)?.as_str())
+        .or_else(|| v.get("credsStore").and_then(|s| s.as_str()));
+    if let Some(auths) = v.get("auths").and_then(|a| a.as_object()) {
+        for k in &keys {
+            let Some(entry) = auths.get(k) else { continue };
+            if let Some(c) =
+                from_entry(entry).map_err(|e| format!("{}: auths[{k:?}]: {e}", path.display()))?
+            {
+                return Ok(Some(c));
+            }
+        }
+    }
+    match helper {
+        Some(h) if !h.is_empty() => from_helper(h, domain),
+        _ => Ok(None),
+    }
+}
+
+fn from_entry(entry: &serde_json::Value) -> Result<Option<Credentials>, String> {
+    if let Some(auth) = entry
+        .get("auth")
+        .and_then(|a| a.as_str())
+        .filter(|a| !a.is_empty())
+    {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .map_err(|e| format!("auth is not base64: {e}"))?;
+        let text = String::from_utf8(raw).map_err(|_| "auth is not UTF-8".to_string())?;
+        let (u, p) = text
+            .split_once(':')
+            .ok_or_else(|| "auth is not user:password".to_string())?;
+        return Ok(Some(Credentials {
+            username: u.to_string(),
+            password: p.to_string(),
+        }));
+    }
+    let user = entry.get("username").and_then(|u| u.as_str());
+    let pass = entry.get("password").and_then(|p| p.as_str());
+    Ok(match (user, pass) {
+        (Some(u), Some(p)) => Some(Credentials {
+            username: u.to_string(),
+            password: p.to_string(),
+        }),
+        _ => None,
+    })
+}
+
+/// Runs `docker-credential-<helper> get` with the registry on stdin.
+fn from_helper(helper: &str, domain: &str) -> Result<Option<Credentials>, String> {
+    use std::io::Write;
+    let program = format!("docker-credential-{helper}");
+    let server = if domain == "docker.io" {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        domain.to_string()
+    };
+    let mut child = std::process::Command::new(&program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run the credential helper {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("the credential helper {program} failed: {e}"))?;
+    if !out.status.success() {
+        // Helpers say "credentials not found" with a failure status.
+        return Ok(None);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|_| format!("the credential helper {program} did not answer JSON"))?;
+    let user = v.get("Username").and_then(|u| u.as_str()).unwrap_or("");
+    let secret = v.get("Secret").and_then(|s| s.as_str()).unwrap_or("");
+    Ok((!secret.is_empty()).then(|| Credentials {
+        username: user.to_string(),
+        password: secret.to_string(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auths_entries() {
+        let e = serde_json::json!({"auth": "YWxpY2U6czNjcjp0"});
+        assert_eq!(
+            from_entry(&e).expect("ok"),
+            Some(Credentials {
+                username: "alice".into(),
+                password: "s3cr:t".into()
+            })
+        );
+        let e = serde_json::json!({"username": "u", "password": "p"});
+        assert_eq!(
+            from_entry(&e).expect("ok").map(|c| c.username),
+            Some("u".to_string())
+        );
+        assert!(from_entry(&serde_json::json!({"auth": "!!"})).is_err());
+        assert_eq!(
+            format!(
+                "{:?}",
+                Credentials {
+                    username: "a".into(),
+                    password: "secret".into()
+                }
+            ),
+            "Credentials(a, ***)"
+        );
+    }
+}
