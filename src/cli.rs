@@ -404,8 +404,7 @@ impl BuildArgs {
                 .map_err(|e| usage(format!("--compression {c:?}: {e}")))?;
         }
         let mut missing = Vec::new();
-        let checks: [(&'static str, bool); 4] = [
-            ("--push", self.push),
+        let checks: [(&'static str, bool); 3] = [
             ("--secret", !self.secrets.is_empty()),
             ("--ssh", !self.ssh.is_empty()),
             ("--network", self.network.is_some()),

@@ -139,7 +139,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         }
         None => {}
     }
-    if outputs.is_empty() && !quiet {
+    if outputs.is_empty() && !args.push && !quiet {
         eprintln!(
             "warning: no --output given: the result stays in kiln's store only; \
              use -o type=oci,dest=FILE, -o type=docker,dest=FILE or -o DIR"
@@ -217,6 +217,12 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             return Ok(exit::BUILD);
         }
     }
+    if args.push {
+        if let Err(e) = push(&built.image, &args.tags, &store, quiet) {
+            eprintln!("error: {}", chain(&e));
+            return Ok(exit::BUILD);
+        }
+    }
     let oci = !outputs.iter().any(|o| !o.oci_mediatypes);
     let docs = built
         .image
@@ -253,6 +259,49 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         eprintln!("built {digest}");
     }
     Ok(0)
+}
+
+/// `--push`: every `-t` gets the image's blobs (those the repository lacks)
+/// and then its manifest, with OCI media types.
+fn push(
+    image: &crate::image::Image,
+    tags: &[String],
+    store: &Store,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if tags.is_empty() {
+        anyhow::bail!("--push needs at least one -t NAME to push to");
+    }
+    let docs = image.documents(true)?;
+    store.put_bytes(&docs.config.bytes)?;
+    for tag in tags {
+        let r =
+            crate::registry::Reference::parse(tag).map_err(|e| anyhow::anyhow!("{tag}: {e}"))?;
+        let mut client = crate::registry::Client::new(r.clone())?;
+        let mut uploaded = 0;
+        for l in &image.layers {
+            if client
+                .push_blob(&l.digest, store)
+                .with_context(|| format!("pushing {r}"))?
+            {
+                uploaded += 1;
+            }
+        }
+        client
+            .push_blob(&docs.config.digest, store)
+            .with_context(|| format!("pushing {r}"))?;
+        let digest = client
+            .push_manifest(r.object(), docs.manifest.media_type, &docs.manifest.bytes)
+            .with_context(|| format!("pushing {r}"))?;
+        if !quiet {
+            eprintln!(
+                "pushed {r}@{digest} ({uploaded} of {} layers uploaded)",
+                image.layers.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn write_file(p: &Path, bytes: &[u8]) -> Result<(), Failure> {

@@ -87,10 +87,14 @@ impl Output {
             Some("tar") => Kind::Tar,
             Some(t @ ("image" | "registry")) => {
                 return Err(format!(
-                    "--output type={t} pushes to a registry, which is not implemented yet in this version of kiln"
+                    "--output type={t}: to push to a registry, use --push with -t NAME"
                 ))
             }
-            Some(t) => return Err(format!("--output type {t:?} is not one of oci, docker, local, tar")),
+            Some(t) => {
+                return Err(format!(
+                    "--output type {t:?} is not one of oci, docker, local, tar"
+                ))
+            }
             None => return Err(format!("--output {spec:?} needs type=...")),
         };
         let dest = match fields.remove("dest") {

@@ -146,17 +146,46 @@ impl Client {
     }
 
     fn get(&mut self, url: &str, accept: Option<&str>) -> Result<reqwest::blocking::Response> {
+        let headers: Vec<(&str, String)> = accept
+            .map(|a| vec![("Accept", a.to_string())])
+            .unwrap_or_default();
+        self.request(reqwest::Method::GET, url, &headers, None, &[200])
+    }
+
+    fn authorize(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
+        if let Some(t) = &self.token {
+            req.bearer_auth(t)
+        } else if let (true, Some(c)) = (self.basic, &self.creds) {
+            req.basic_auth(&c.username, Some(&c.password))
+        } else {
+            req
+        }
+    }
+
+    /// Sends a request whose body (if any) can be sent twice, answering
+    /// one 401 challenge (basic auth, or a bearer token for the scope the
+    /// registry names). Statuses other than `ok` are errors naming the URL.
+    fn request(
+        &mut self,
+        method: reqwest::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Option<&[u8]>,
+        ok: &[u16],
+    ) -> Result<reqwest::blocking::Response> {
         for attempt in 0..2 {
-            let mut req = self.http.get(url);
-            if let Some(a) = accept {
-                req = req.header(reqwest::header::ACCEPT, a);
+            let mut req = self.http.request(method.clone(), url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
             }
-            if let Some(t) = &self.token {
-                req = req.bearer_auth(t);
-            } else if let (true, Some(c)) = (self.basic, &self.creds) {
-                req = req.basic_auth(&c.username, Some(&c.password));
+            if let Some(b) = body {
+                req = req.body(b.to_vec());
             }
-            let resp = req
+            let resp = self
+                .authorize(req)
                 .send()
                 .map_err(|e| e.without_url())
                 .with_context(|| format!("cannot reach {url}"))?;
@@ -181,15 +210,109 @@ impl Client {
                 }
                 continue;
             }
-            if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+            let status = resp.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED {
                 bail!("{url}: the registry refused the credentials (HTTP 401)");
             }
-            if !resp.status().is_success() {
-                bail!("{url}: the registry answered HTTP {}", resp.status());
+            if !ok.contains(&status.as_u16()) {
+                let mut text = String::new();
+                let _ = resp.take(2048).read_to_string(&mut text);
+                bail!(
+                    "{url}: the registry answered HTTP {status}: {}",
+                    text.trim()
+                );
             }
             return Ok(resp);
         }
         bail!("{url}: the registry refused the credentials (HTTP 401)")
+    }
+
+    /// Uploads a blob from the store unless the repository has it: a HEAD
+    /// check, then a monolithic upload streamed from the file (never held
+    /// in memory).
+    pub fn push_blob(&mut self, digest: &str, store: &Store) -> Result<bool> {
+        let base = format!(
+            "{}/v2/{}",
+            self.reference.base_url(),
+            self.reference.repository
+        );
+        let head = format!("{base}/blobs/{digest}");
+        let exists = self.request(reqwest::Method::HEAD, &head, &[], None, &[200, 404])?;
+        if exists.status() == reqwest::StatusCode::OK {
+            return Ok(false);
+        }
+        let start = self.request(
+            reqwest::Method::POST,
+            &format!("{base}/blobs/uploads/"),
+            &[("Content-Length", "0".to_string())],
+            None,
+            &[202],
+        )?;
+        let location = start
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| anyhow!("{base}: the upload has no Location"))?
+            .to_string();
+        let mut url = if location.starts_with("http://") || location.starts_with("https://") {
+            location
+        } else {
+            format!("{}{location}", self.reference.base_url())
+        };
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("digest={digest}"));
+        let path = store.blob_path(digest)?;
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("cannot open blob {digest}"))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("cannot read blob {digest}"))?
+            .len();
+        let req = self
+            .http
+            .put(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::blocking::Body::sized(file, len));
+        let resp = self
+            .authorize(req)
+            .send()
+            .map_err(|e| e.without_url())
+            .with_context(|| format!("cannot upload blob {digest}"))?;
+        if resp.status() != reqwest::StatusCode::CREATED {
+            bail!(
+                "uploading blob {digest}: the registry answered HTTP {}",
+                resp.status()
+            );
+        }
+        Ok(true)
+    }
+
+    /// Puts a manifest under `tag`; returns the digest the registry
+    /// reports (checked against the bytes' own).
+    pub fn push_manifest(&mut self, tag: &str, media_type: &str, bytes: &[u8]) -> Result<String> {
+        let url = format!(
+            "{}/v2/{}/manifests/{tag}",
+            self.reference.base_url(),
+            self.reference.repository
+        );
+        let resp = self.request(
+            reqwest::Method::PUT,
+            &url,
+            &[("Content-Type", media_type.to_string())],
+            Some(bytes),
+            &[201],
+        )?;
+        let digest = format!("sha256:{}", crate::layer::compress::sha256_hex(bytes));
+        if let Some(d) = resp
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+        {
+            if d != digest {
+                bail!("{url}: the registry says the manifest is {d}, but it is {digest}");
+            }
+        }
+        Ok(digest)
     }
 
     /// Anonymous bearer token for a `Bearer realm=...,service=...,scope=...`
@@ -218,7 +341,7 @@ impl Client {
         if !query.iter().any(|(k, _)| k == "scope") {
             query.push((
                 "scope".into(),
-                format!("repository:{}:pull", self.reference.repository),
+                format!("repository:{}:pull,push", self.reference.repository),
             ));
         }
         let mut req = self.http.get(&realm).query(&query);

@@ -237,7 +237,8 @@ fn unimplemented_flags_say_so() {
         &[
             "build",
             "--dry-run",
-            "--push",
+            "--ssh",
+            "default",
             "--secret",
             "id=a,src=/dev/null",
             "-t",
@@ -248,7 +249,7 @@ fn unimplemented_flags_say_so() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
-        err.contains("--push, --secret are parsed and validated but not implemented yet"),
+        err.contains("--secret, --ssh are parsed and validated but not implemented yet"),
         "{err}"
     );
 

@@ -406,13 +406,10 @@ fn bad_outputs_are_usage_errors() {
             format!("type=zip,dest={}", out.display()),
             vec!["zip", "not one of"],
         ),
-        (
-            "type=registry".to_string(),
-            vec!["registry", "not implemented"],
-        ),
+        ("type=registry".to_string(), vec!["registry", "--push"]),
         (
             "type=image,name=example.com/app:1,push=true".to_string(),
-            vec!["registry", "not implemented"],
+            vec!["registry", "--push"],
         ),
         (
             format!("type=oci,dest={},oci-mediatypes=maybe", out.display()),

@@ -390,3 +390,70 @@ fn basic_auth_from_docker_config() {
         "a password leaked: {e}"
     );
 }
+
+/// `--push` uploads the image under each `-t`; the registry serves it back
+/// byte for byte (skopeo reads the same manifest digest), kiln pulls it in
+/// a fresh store, and a second push uploads no layer again.
+#[test]
+fn push_then_pull_back() {
+    let reg = Registry::start();
+    let c = Ctx::new(
+        "FROM scratch\nCOPY a /a\nCOPY b /b\nCMD [\"/a\"]\n",
+        &[("a", "a\n"), ("b", "b\n")],
+    );
+    let t1 = format!("{}/team/app:1.0", reg.addr);
+    let t2 = format!("{}/team/app:latest", reg.addr);
+    let meta = c.path("meta.json");
+    let o = c.kiln_env(
+        &[
+            "--push",
+            "-t",
+            &t1,
+            "-t",
+            &t2,
+            "--metadata-file",
+            &meta.to_string_lossy(),
+        ],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(2 of 2 layers uploaded)"),
+        "{}",
+        stderr(&o)
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).expect("json");
+    let digest = m["containerimage.digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{t1}"))
+        .output()
+        .expect("skopeo");
+    assert!(raw.status.success(), "{}", stderr(&raw));
+    use sha2::Digest as _;
+    let got: String = sha2::Sha256::digest(&raw.stdout)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(format!("sha256:{got}"), digest);
+    // Pushed again: the layers are there already.
+    let o = c.kiln_env(
+        &["--push", "-t", &t1],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(0 of 2 layers uploaded)"),
+        "{}",
+        stderr(&o)
+    );
+    // Pulled back by another build with its own store.
+    let d = Ctx::new(&format!("FROM {t2}\nCOPY c /c\n"), &[("c", "c\n")]);
+    let img = d.build_oci(&[]);
+    assert_eq!(img.layers.len(), 3);
+    assert_eq!(img.config["config"]["Cmd"], serde_json::json!(["/a"]));
+}
