@@ -184,11 +184,7 @@ impl Client {
             if let Some(b) = body {
                 req = req.body(b.to_vec());
             }
-            let resp = self
-                .authorize(req)
-                .send()
-                .map_err(|e| e.without_url())
-                .with_context(|| format!("cannot reach {url}"))?;
+            let resp = send_with_retries(self.authorize(req), url)?;
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
                 let challenge = resp
                     .headers()
@@ -445,13 +441,27 @@ impl Client {
             self.reference.base_url(),
             self.reference.repository
         );
-        let mut resp = self.get(&url, None)?;
-        let tmp = store.temp_file()?;
-        let file = tmp.reopen().context("cannot open a temporary file")?;
-        let mut w = crate::layer::compress::HashingWriter::new(std::io::BufWriter::new(file));
-        std::io::copy(&mut (&mut resp).take(size.saturating_add(1)), &mut w)
-            .with_context(|| format!("{url}: the download failed"))?;
-        let (mut inner, actual, got) = w.finish();
+        // A body cut short is tried again; a wrong digest is not (the
+        // registry would only lie again).
+        let mut attempt = 0;
+        let (tmp, mut inner, actual, got) = loop {
+            let mut resp = self.get(&url, None)?;
+            let tmp = store.temp_file()?;
+            let file = tmp.reopen().context("cannot open a temporary file")?;
+            let mut w = crate::layer::compress::HashingWriter::new(std::io::BufWriter::new(file));
+            match std::io::copy(&mut (&mut resp).take(size.saturating_add(1)), &mut w) {
+                Ok(_) => {
+                    let (inner, actual, got) = w.finish();
+                    break (tmp, inner, actual, got);
+                }
+                Err(e) if attempt + 1 < ATTEMPTS => {
+                    let _ = e;
+                    pause(attempt);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e).with_context(|| format!("{url}: the download failed")),
+            }
+        };
         inner.flush().context("cannot write a blob")?;
         if got != size {
             bail!("{url}: blob {digest} is {got} bytes, the manifest says {size}");
@@ -461,6 +471,52 @@ impl Client {
         }
         Ok(store.commit(tmp, digest)?)
     }
+}
+
+/// Attempts per request: connection failures, timeouts, HTTP 429 and 5xx
+/// are tried again after a pause (0.2 s, then 0.8 s).
+const ATTEMPTS: u32 = 3;
+
+fn pause(attempt: u32) {
+    std::thread::sleep(std::time::Duration::from_millis(200 * 4u64.pow(attempt)));
+}
+
+/// Sends a request (whose body can be cloned), retrying transient failures.
+fn send_with_retries(
+    req: reqwest::blocking::RequestBuilder,
+    url: &str,
+) -> Result<reqwest::blocking::Response> {
+    let mut last = None;
+    for attempt in 0..ATTEMPTS {
+        let Some(r) = req.try_clone() else {
+            return req
+                .send()
+                .map_err(|e| e.without_url())
+                .with_context(|| format!("cannot reach {url}"));
+        };
+        match r.send() {
+            Ok(resp) => {
+                let s = resp.status();
+                let transient = s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS;
+                if !transient || attempt + 1 == ATTEMPTS {
+                    return Ok(resp);
+                }
+            }
+            Err(e) => {
+                let transient = e.is_connect() || e.is_timeout() || e.is_request();
+                if !transient || attempt + 1 == ATTEMPTS {
+                    return Err(anyhow::Error::new(e.without_url()))
+                        .with_context(|| format!("cannot reach {url}"));
+                }
+                last = Some(e);
+            }
+        }
+        pause(attempt);
+    }
+    Err(anyhow!(
+        "cannot reach {url}: {}",
+        last.map_or_else(String::new, |e| e.to_string())
+    ))
 }
 
 /// The media type a stored manifest declares (or implies: an index has

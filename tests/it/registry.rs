@@ -457,3 +457,108 @@ fn push_then_pull_back() {
     assert_eq!(img.layers.len(), 3);
     assert_eq!(img.config["config"]["Cmd"], serde_json::json!(["/a"]));
 }
+
+/// Transient failures are retried: a registry that answers 503 to the
+/// first manifest request, and drops the first layer download halfway,
+/// still gives a build.
+#[test]
+fn transient_registry_failures_are_retried() {
+    use sha2::Digest as _;
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let hex = |b: &[u8]| -> String {
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    // A layer with one file, as a plain tar.
+    let mut tb = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tb.append_data(&mut h, "hello.txt", &b"hi\n"[..])
+        .expect("tar");
+    let layer = tb.into_inner().expect("tar");
+    let layer_digest = format!("sha256:{}", hex(&layer));
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest.clone()]},
+    })
+    .to_string();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": format!("sha256:{}", hex(config.as_bytes())), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest.clone(), "size": layer.len()}],
+    })
+    .to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let manifest_hits = Arc::new(AtomicUsize::new(0));
+    let layer_hits = Arc::new(AtomicUsize::new(0));
+    let (mh, lh) = (manifest_hits.clone(), layer_hits.clone());
+    let config_hex = hex(config.as_bytes());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut s = stream;
+            let (ctype, body, declared) = if path.contains("/manifests/") {
+                if mh.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                (
+                    "application/vnd.oci.image.manifest.v1+json",
+                    manifest.clone().into_bytes(),
+                    manifest.len(),
+                )
+            } else if path.ends_with(&config_hex) {
+                (
+                    "application/octet-stream",
+                    config.clone().into_bytes(),
+                    config.len(),
+                )
+            } else if path.contains("/blobs/") {
+                if lh.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // Declares the whole layer, sends half, hangs up.
+                    (
+                        "application/octet-stream",
+                        layer[..layer.len() / 2].to_vec(),
+                        layer.len(),
+                    )
+                } else {
+                    ("application/octet-stream", layer.clone(), layer.len())
+                }
+            } else {
+                let _ = s.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            };
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(&body);
+        }
+    });
+    let c = Ctx::new(&format!("FROM {addr}/flaky:1\n"), &[]);
+    let o = c.kiln(&["-o", "type=tar,dest=-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(crate::image::tar_files(&o.stdout).contains_key("hello.txt"));
+    assert!(manifest_hits.load(Ordering::SeqCst) >= 2);
+    assert!(layer_hits.load(Ordering::SeqCst) >= 2);
+}
