@@ -503,6 +503,38 @@ fn pull(
         crate::registry::Reference::parse(reference).map_err(|e| anyhow!("{reference}: {e}"))?;
     let mut client = crate::registry::Client::new(r.clone())?;
     let (manifest, config) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
+    // Layers download in parallel (up to 4 at a time, one client each),
+    // then apply in order.
+    let wanted: Vec<(String, u64)> = manifest
+        .layers()
+        .iter()
+        .map(|d| (d.digest().to_string(), d.size()))
+        .filter(|(d, _)| !store.has(d))
+        .collect();
+    for chunk in wanted.chunks(4) {
+        let results: Vec<Result<PathBuf>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|(digest, size)| {
+                    let r = r.clone();
+                    scope.spawn(move || {
+                        let mut c = crate::registry::Client::new(r)?;
+                        c.blob(digest, *size, store)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a download thread panicked")))
+                })
+                .collect()
+        });
+        for res in results {
+            res.with_context(|| format!("{r}"))?;
+        }
+    }
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(&config.rootfs.diff_ids) {
         let digest = desc.digest().to_string();
