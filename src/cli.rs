@@ -24,6 +24,36 @@ pub enum Command {
     Build(Box<BuildArgs>),
     /// Parse, plan and lint a Dockerfile without building it.
     Check(CheckArgs),
+    /// Pull an image into kiln's store (for offline builds later).
+    Pull(PullArgs),
+    /// Push an OCI image archive (from `-o type=oci`) to a registry.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image: NAME[:TAG][@DIGEST].
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// The platform to pull, e.g. linux/arm64 (default: this host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Where kiln keeps its store (default: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// An OCI image layout tarball, as `kiln build -o type=oci,dest=FILE` writes it.
+    #[arg(value_name = "OCI-ARCHIVE")]
+    pub archive: PathBuf,
+    /// Where to push it: NAME[:TAG].
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Where kiln keeps its store (default: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// `--progress` modes.

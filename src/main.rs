@@ -9,6 +9,8 @@ fn main() {
     let result = match &cli.command {
         Command::Build(args) => cmd::build::run(args),
         Command::Check(args) => cmd::check::run(args),
+        Command::Pull(args) => cmd::registry::pull(args),
+        Command::Push(args) => cmd::registry::push(args),
     };
     let code = match result {
         Ok(code) => code,

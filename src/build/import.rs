@@ -433,9 +433,9 @@ fn fetch_manifest(
     store: &Store,
     platform: &Platform,
     refresh: bool,
-) -> Result<(oci_spec::image::ImageManifest, ImageConfig)> {
+) -> Result<(oci_spec::image::ImageManifest, ImageConfig, String)> {
     use oci_spec::image::{ImageIndex, ImageManifest};
-    let (mut bytes, mut media, _) = client.manifest_cached(r.object(), store, refresh)?;
+    let (mut bytes, mut media, mut digest) = client.manifest_cached(r.object(), store, refresh)?;
     for _ in 0..2 {
         let is_index = media.contains("index") || media.contains("manifest.list");
         if !is_index {
@@ -467,7 +467,7 @@ fn fetch_manifest(
                 )
             })?;
         let d = m.digest().to_string();
-        (bytes, media, _) = client.manifest_cached(&d, store, refresh)?;
+        (bytes, media, digest) = client.manifest_cached(&d, store, refresh)?;
     }
     let manifest: ImageManifest = serde_json::from_slice(&bytes)
         .with_context(|| format!("{r}: the manifest is not valid"))?;
@@ -486,7 +486,7 @@ fn fetch_manifest(
             config.rootfs.diff_ids.len()
         );
     }
-    Ok((manifest, config))
+    Ok((manifest, config, digest))
 }
 
 /// Pulls `reference` from its registry: the manifest (the platform's, from
@@ -502,7 +502,7 @@ fn pull(
     let r =
         crate::registry::Reference::parse(reference).map_err(|e| anyhow!("{reference}: {e}"))?;
     let mut client = crate::registry::Client::new(r.clone())?;
-    let (manifest, config) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
+    let (manifest, config, _) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
     // Layers download in parallel (up to 4 at a time, one client each),
     // then apply in order.
     let wanted: Vec<(String, u64)> = manifest
@@ -545,6 +545,24 @@ fn pull(
         );
     }
     Ok(Image { config, layers })
+}
+
+/// Pulls an image's manifest, config and layers into the store without
+/// unpacking them (`kiln pull`); returns the manifest's digest.
+pub fn pull_to_store(
+    reference: &str,
+    store: &Store,
+    platform: &Platform,
+    refresh: bool,
+) -> Result<String> {
+    let r =
+        crate::registry::Reference::parse(reference).map_err(|e| anyhow!("{reference}: {e}"))?;
+    let mut client = crate::registry::Client::new(r.clone())?;
+    let (manifest, _, digest) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
+    for d in manifest.layers() {
+        client.blob(d.digest().as_ref(), d.size(), store)?;
+    }
+    Ok(digest)
 }
 
 /// The config of a registry image, for the planner.

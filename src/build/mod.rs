@@ -16,7 +16,7 @@ mod meta;
 mod users;
 mod view;
 
-pub use import::{NamedContext, NamedResolver};
+pub use import::{pull_to_store, NamedContext, NamedResolver};
 
 use crate::context::ignore::Matcher;
 use crate::image::config::{History, ImageConfig};

@@ -562,3 +562,61 @@ fn transient_registry_failures_are_retried() {
     assert!(manifest_hits.load(Ordering::SeqCst) >= 2);
     assert!(layer_hits.load(Ordering::SeqCst) >= 2);
 }
+
+/// `kiln push ARCHIVE REF` uploads an OCI archive as it is (the registry
+/// serves the archive's manifest digest), and `kiln pull REF` fills a store
+/// from which a later build works with the registry gone.
+#[test]
+fn push_archive_and_pull_subcommands() {
+    let reg = Registry::start();
+    let c = Ctx::new("FROM scratch\nCOPY a /a\n", &[("a", "a\n")]);
+    let img = c.build_oci(&[]);
+    let target = format!("{}/sub/cmd:2", reg.addr);
+    let o = Command::new(crate::util::kiln_bin())
+        .arg("push")
+        .arg("--cache-dir")
+        .arg(c.path("push-store"))
+        .arg(c.path("out.tar"))
+        .arg(&target)
+        .output()
+        .expect("kiln push");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        img.manifest_digest
+    );
+    let fresh = c.path("pull-store");
+    let o = Command::new(crate::util::kiln_bin())
+        .arg("pull")
+        .arg("--cache-dir")
+        .arg(&fresh)
+        .arg(&target)
+        .output()
+        .expect("kiln pull");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        img.manifest_digest
+    );
+    drop(reg);
+    let d = Ctx::new(&format!("FROM {target}\nCOPY b /b\n"), &[("b", "b\n")]);
+    let o = Command::new(crate::util::kiln_bin())
+        .args(["build", "-q", "--cache-dir"])
+        .arg(&fresh)
+        .arg("-o")
+        .arg("type=tar,dest=-")
+        .arg(d.ctx())
+        .output()
+        .expect("kiln build");
+    assert!(
+        o.status.success(),
+        "offline build from the pulled store: {}",
+        stderr(&o)
+    );
+    let files = crate::image::tar_files(&o.stdout);
+    assert!(
+        files.contains_key("a") && files.contains_key("b"),
+        "{:?}",
+        files.keys()
+    );
+}

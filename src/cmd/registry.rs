@@ -1,0 +1,119 @@
+//! `kiln pull REF` and `kiln push OCI-ARCHIVE REF`.
+
+use super::{exit, Failure};
+use crate::cli::{PullArgs, PushArgs};
+use crate::store::Store;
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::io::Read;
+
+fn failure(e: anyhow::Error) -> Failure {
+    let mut message = e.to_string();
+    for c in e.chain().skip(1) {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+    }
+    Failure {
+        code: exit::BUILD,
+        message,
+    }
+}
+
+fn open_store(dir: &Option<std::path::PathBuf>) -> Result<Store, Failure> {
+    let root = dir.clone().unwrap_or_else(crate::store::default_root);
+    Store::open(&root).map_err(|e| failure(e.into()))
+}
+
+/// `kiln pull`: the image's manifest, config and layers into the store;
+/// prints the manifest digest.
+pub fn pull(args: &PullArgs) -> Result<i32, Failure> {
+    crate::image::reference::validate(&args.reference)
+        .map_err(|e| Failure::usage(format!("{}: {e}", args.reference)))?;
+    let platform = match &args.platform {
+        Some(p) => crate::plan::Platform::parse(p).map_err(Failure::usage)?,
+        None => crate::plan::Platform::host(),
+    };
+    let store = open_store(&args.cache_dir)?;
+    let digest =
+        crate::build::pull_to_store(&args.reference, &store, &platform, true).map_err(failure)?;
+    println!("{digest}");
+    Ok(0)
+}
+
+/// `kiln push`: the blobs of an OCI archive into the store (digests
+/// checked), then to the registry.
+pub fn push(args: &PushArgs) -> Result<i32, Failure> {
+    crate::image::reference::validate(&args.reference)
+        .map_err(|e| Failure::usage(format!("{}: {e}", args.reference)))?;
+    if args.reference.contains('@') {
+        return Err(Failure::usage("push to a name and tag, not a digest"));
+    }
+    let store = open_store(&args.cache_dir)?;
+    let digest = push_archive(args, &store).map_err(failure)?;
+    println!("{digest}");
+    Ok(0)
+}
+
+fn push_archive(args: &PushArgs, store: &Store) -> Result<String> {
+    let f = std::fs::File::open(&args.archive)
+        .with_context(|| format!("cannot open {}", args.archive.display()))?;
+    let mut ar = tar::Archive::new(std::io::BufReader::new(f));
+    let mut index = None;
+    for e in ar
+        .entries()
+        .with_context(|| format!("cannot read {}", args.archive.display()))?
+    {
+        let mut e = e.with_context(|| format!("cannot read {}", args.archive.display()))?;
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let name = name.trim_start_matches("./");
+        if name == "index.json" {
+            let mut buf = Vec::new();
+            (&mut e).take(4 << 20).read_to_end(&mut buf)?;
+            index = Some(buf);
+        } else if let Some(hex) = name
+            .strip_prefix("blobs/sha256/")
+            .filter(|h| !h.is_empty() && e.header().entry_type().is_file())
+        {
+            let digest = format!("sha256:{hex}");
+            crate::store::digest_hex(&digest)?;
+            if store.has(&digest) {
+                continue;
+            }
+            let tmp = store.temp_file()?;
+            let mut w = crate::layer::compress::HashingWriter::new(tmp.reopen()?);
+            std::io::copy(&mut e, &mut w).with_context(|| format!("cannot read {name}"))?;
+            let (_, actual, _) = w.finish();
+            if actual != digest {
+                bail!("{name} in the archive has digest {actual}: the archive is corrupt");
+            }
+            store.commit(tmp, &digest)?;
+        }
+    }
+    let index = index.ok_or_else(|| {
+        anyhow!(
+            "{} has no index.json: not an OCI archive",
+            args.archive.display()
+        )
+    })?;
+    let index: oci_spec::image::ImageIndex =
+        serde_json::from_slice(&index).context("index.json is not valid")?;
+    let desc = match index.manifests().as_slice() {
+        [one] => one.clone(),
+        [] => bail!("the archive holds no image"),
+        _ => bail!("the archive holds several images; kiln push takes one"),
+    };
+    let manifest_digest = desc.digest().to_string();
+    let bytes = store.read(&manifest_digest)?;
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&bytes)
+        .context("the manifest is not valid (an index cannot be pushed yet)")?;
+    let r = crate::registry::Reference::parse(&args.reference)
+        .map_err(|e| anyhow!("{}: {e}", args.reference))?;
+    let mut client = crate::registry::Client::new(r.clone())?;
+    for l in manifest.layers() {
+        client.push_blob(l.digest().as_ref(), store)?;
+    }
+    client.push_blob(manifest.config().digest().as_ref(), store)?;
+    let media = desc.media_type().to_string();
+    let pushed = client.push_manifest(r.object(), &media, &bytes)?;
+    eprintln!("pushed {r}@{pushed}");
+    Ok(pushed)
+}
