@@ -279,13 +279,15 @@ fn push(
         let r =
             crate::registry::Reference::parse(tag).map_err(|e| anyhow::anyhow!("{tag}: {e}"))?;
         let mut client = crate::registry::Client::new(r.clone())?;
-        let mut uploaded = 0;
+        let (mut uploaded, mut mounted) = (0, 0);
         for l in &image.layers {
-            if client
+            match client
                 .push_blob(&l.digest, store)
                 .with_context(|| format!("pushing {r}"))?
             {
-                uploaded += 1;
+                crate::registry::Pushed::Uploaded => uploaded += 1,
+                crate::registry::Pushed::Mounted => mounted += 1,
+                crate::registry::Pushed::Exists => {}
             }
         }
         client
@@ -296,7 +298,7 @@ fn push(
             .with_context(|| format!("pushing {r}"))?;
         if !quiet {
             eprintln!(
-                "pushed {r}@{digest} ({uploaded} of {} layers uploaded)",
+                "pushed {r}@{digest} ({uploaded} of {} layers uploaded, {mounted} mounted)",
                 image.layers.len()
             );
         }

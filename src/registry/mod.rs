@@ -109,6 +109,14 @@ impl std::fmt::Display for Reference {
     }
 }
 
+/// What pushing a blob took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Exists,
+    Mounted,
+    Uploaded,
+}
+
 /// Media types a pull accepts for manifests.
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
@@ -223,10 +231,10 @@ impl Client {
         bail!("{url}: the registry refused the credentials (HTTP 401)")
     }
 
-    /// Uploads a blob from the store unless the repository has it: a HEAD
-    /// check, then a monolithic upload streamed from the file (never held
-    /// in memory).
-    pub fn push_blob(&mut self, digest: &str, store: &Store) -> Result<bool> {
+    /// Puts a blob from the store into the repository, unless it is there
+    /// already: mounted from another repository of the same registry when
+    /// kiln pulled it from there, else uploaded in one streamed request.
+    pub fn push_blob(&mut self, digest: &str, store: &Store) -> Result<Pushed> {
         let base = format!(
             "{}/v2/{}",
             self.reference.base_url(),
@@ -235,15 +243,28 @@ impl Client {
         let head = format!("{base}/blobs/{digest}");
         let exists = self.request(reqwest::Method::HEAD, &head, &[], None, &[200, 404])?;
         if exists.status() == reqwest::StatusCode::OK {
-            return Ok(false);
+            return Ok(Pushed::Exists);
         }
+        let from = store.source(digest).and_then(|s| {
+            let (domain, repo) = s.split_once('/')?;
+            (domain == self.reference.domain && repo != self.reference.repository)
+                .then(|| repo.to_string())
+        });
+        let start_url = match &from {
+            Some(repo) => format!("{base}/blobs/uploads/?mount={digest}&from={repo}"),
+            None => format!("{base}/blobs/uploads/"),
+        };
         let start = self.request(
             reqwest::Method::POST,
-            &format!("{base}/blobs/uploads/"),
+            &start_url,
             &[("Content-Length", "0".to_string())],
             None,
-            &[202],
+            &[201, 202],
         )?;
+        if start.status() == reqwest::StatusCode::CREATED {
+            return Ok(Pushed::Mounted);
+        }
+        // 202: no mount (declined or not asked); upload where it says.
         let location = start
             .headers()
             .get(reqwest::header::LOCATION)
@@ -280,7 +301,7 @@ impl Client {
                 resp.status()
             );
         }
-        Ok(true)
+        Ok(Pushed::Uploaded)
     }
 
     /// Puts a manifest under `tag`; returns the digest the registry
@@ -469,7 +490,12 @@ impl Client {
         if actual != digest {
             bail!("{url}: blob {digest} arrived with digest {actual}");
         }
-        Ok(store.commit(tmp, digest)?)
+        let path = store.commit(tmp, digest)?;
+        let _ = store.set_source(
+            digest,
+            &format!("{}/{}", self.reference.domain, self.reference.repository),
+        );
+        Ok(path)
     }
 }
 

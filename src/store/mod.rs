@@ -178,6 +178,30 @@ impl Store {
         Ok(())
     }
 
+    /// Records the repository (`domain/repo`) a blob was pulled from, so a
+    /// push to another repository of that registry can mount it.
+    pub fn set_source(&self, digest: &str, repository: &str) -> Result<(), StoreError> {
+        let hex = digest_hex(digest)?;
+        let dir = self.root.join("sources");
+        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        let mut tmp = self.temp_file()?;
+        io::Write::write_all(&mut tmp, repository.as_bytes())
+            .map_err(io_err("cannot write", &dir))?;
+        let dest = dir.join(hex);
+        tmp.persist(&dest).map_err(|e| StoreError::Io {
+            what: "cannot write",
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+
+    /// Where a blob was pulled from, if known.
+    pub fn source(&self, digest: &str) -> Option<String> {
+        let hex = digest_hex(digest).ok()?;
+        fs::read_to_string(self.root.join("sources").join(hex)).ok()
+    }
+
     fn ref_path(&self, name: &str) -> PathBuf {
         let h = crate::layer::compress::sha256_hex(name.as_bytes());
         self.root.join("refs").join(h)

@@ -418,7 +418,7 @@ fn push_then_pull_back() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("(2 of 2 layers uploaded)"),
+        stderr(&o).contains("(2 of 2 layers uploaded, 0 mounted)"),
         "{}",
         stderr(&o)
     );
@@ -447,7 +447,7 @@ fn push_then_pull_back() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("(0 of 2 layers uploaded)"),
+        stderr(&o).contains("(0 of 2 layers uploaded, 0 mounted)"),
         "{}",
         stderr(&o)
     );
@@ -618,5 +618,29 @@ fn push_archive_and_pull_subcommands() {
         files.contains_key("a") && files.contains_key("b"),
         "{:?}",
         files.keys()
+    );
+}
+
+/// A layer kiln pulled from one repository is mounted, not uploaded, when
+/// the image is pushed to another repository of the same registry.
+#[test]
+fn push_mounts_layers_from_the_base_repository() {
+    let reg = Registry::start();
+    let b = Ctx::new(
+        "FROM scratch\nCOPY base.txt /base/\n",
+        &[("base.txt", "base\n")],
+    );
+    b.build_oci(&["-t", "base:v1"]);
+    reg.push_archive(&b.path("out.tar"), "v1", "team/base:v1");
+    let c = Ctx::new(
+        &format!("FROM {}/team/base:v1\nCOPY a /a\n", reg.addr),
+        &[("a", "a\n")],
+    );
+    let o = c.kiln(&["--push", "-t", &format!("{}/team/app:1", reg.addr)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(1 of 2 layers uploaded, 1 mounted)"),
+        "{}",
+        stderr(&o)
     );
 }
