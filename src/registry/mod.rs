@@ -90,8 +90,14 @@ impl Reference {
         } else {
             &self.domain
         };
-        let h = host.split(':').next().unwrap_or(host);
-        let plain = h == "localhost" || h == "127.0.0.1" || h == "[::1]";
+        let h = if host.starts_with('[') {
+            host.split(']').next().map_or(host, |h| &h[1..])
+        } else {
+            host.split(':').next().unwrap_or(host)
+        };
+        // As Docker: loopback registries (localhost, 127.0.0.0/8, ::1) are
+        // insecure by default.
+        let plain = h == "localhost" || h.starts_with("127.") || h == "::1";
         format!("{}://{host}", if plain { "http" } else { "https" })
     }
 }
@@ -589,6 +595,14 @@ mod tests {
             ("127.0.0.1:5000", "a/b", "1")
         );
         assert_eq!(r.base_url(), "http://127.0.0.1:5000");
+        assert_eq!(
+            Reference::parse("127.1.2.3:80/x").expect("ok").base_url(),
+            "http://127.1.2.3:80"
+        );
+        assert_eq!(
+            Reference::parse("example.com/x").expect("ok").base_url(),
+            "https://example.com"
+        );
         let d = format!("sha256:{}", "a".repeat(64));
         let r = Reference::parse(&format!("ghcr.io/o/x:2@{d}")).expect("ok");
         assert_eq!(r.object(), d);

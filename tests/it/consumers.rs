@@ -32,13 +32,13 @@ fn app_ctx() -> Ctx {
 }
 
 /// A private dockerd, stopped (by PID) and cleaned up on drop.
-struct Dockerd {
+pub struct Dockerd {
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl Dockerd {
-    fn start() -> Dockerd {
+    pub fn start() -> Dockerd {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("docker.sock");
         let log = std::fs::File::create(dir.path().join("dockerd.log")).expect("log");
@@ -79,7 +79,7 @@ impl Dockerd {
             .expect("running docker")
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub fn ok(&self, args: &[&str]) -> String {
         let o = self.docker(args);
         assert!(o.status.success(), "docker {args:?} failed: {}", stderr(&o));
         String::from_utf8_lossy(&o.stdout).into_owned()

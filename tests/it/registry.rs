@@ -644,3 +644,136 @@ fn push_mounts_layers_from_the_base_repository() {
         stderr(&o)
     );
 }
+
+/// A Docker schema2 image (pushed by skopeo with `--format v2s2`) pulls
+/// like an OCI one.
+#[test]
+fn docker_schema2_images_pull() {
+    let reg = Registry::start();
+    let b = Ctx::new(
+        "FROM scratch\nCOPY base.txt /base/\nENV X=1\n",
+        &[("base.txt", "base\n")],
+    );
+    b.build_oci(&["-t", "base:v1"]);
+    let o = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", "--format", "v2s2"])
+        .arg(format!("oci-archive:{}:v1", b.path("out.tar").display()))
+        .arg(format!("docker://{}/docker/base:v1", reg.addr))
+        .output()
+        .expect("skopeo");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = Ctx::new(
+        &format!("FROM {}/docker/base:v1\nCOPY a /a\n", reg.addr),
+        &[("a", "a\n")],
+    );
+    let img = c.build_oci(&[]);
+    assert_eq!(img.layers.len(), 2);
+    let env = img.config["config"]["Env"].as_array().expect("Env");
+    assert!(env.iter().any(|v| v == "X=1"), "{env:?}");
+}
+
+/// A multi-platform index: `--platform` picks the matching image, and a
+/// platform the index lacks is an error listing the ones it has.
+#[test]
+fn multi_platform_index_selects_the_platform() {
+    let reg = Registry::start();
+    let mut manifests = Vec::new();
+    for (arch, file) in [("amd64", "amd.txt"), ("arm64", "arm.txt")] {
+        let b = Ctx::new(
+            &format!("FROM scratch\nCOPY {file} /{file}\n"),
+            &[(file, arch)],
+        );
+        let img = b.build_oci(&["--platform", &format!("linux/{arch}"), "-t", "x:v1"]);
+        assert_eq!(img.config["architecture"], arch);
+        reg.push_archive(&b.path("out.tar"), "v1", &format!("multi/base:{arch}"));
+        let raw = img.index["manifests"][0].clone();
+        manifests.push(serde_json::json!({
+            "mediaType": raw["mediaType"], "digest": raw["digest"], "size": raw["size"],
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    })
+    .to_string();
+    let put = reqwest::blocking::Client::new()
+        .put(format!("http://{}/v2/multi/base/manifests/v1", reg.addr))
+        .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+        .body(index)
+        .send()
+        .expect("PUT index");
+    assert_eq!(put.status().as_u16(), 201, "{:?}", put.text());
+    let c = Ctx::new(&format!("FROM {}/multi/base:v1\n", reg.addr), &[]);
+    let o = c.kiln(&["--platform", "linux/arm64", "-o", "type=tar,dest=-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    assert!(
+        files.contains_key("arm.txt") && !files.contains_key("amd.txt"),
+        "{:?}",
+        files.keys()
+    );
+    let o = c.kiln(&["--platform", "linux/s390x", "-o", "type=tar,dest=-"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("linux/s390x") && e.contains("linux/amd64") && e.contains("linux/arm64"),
+        "{e}"
+    );
+}
+
+/// End to end: a multi-stage image built `FROM` an image in the registry
+/// is pushed with `--push`, then `docker pull` and `docker run` it; skopeo
+/// agrees on the digest.
+#[test]
+fn push_then_docker_pull_and_run() {
+    let reg = Registry::start();
+    let base = Ctx::new(
+        "FROM scratch\nCOPY busybox /bin/busybox\nENV PATH=/bin\n",
+        &[],
+    );
+    std::fs::copy("/bin/busybox", base.ctx().join("busybox"))
+        .expect("copying /bin/busybox (Debian's busybox-static)");
+    let base_ref = format!("{}/e2e/base:1", reg.addr);
+    let o = base.kiln(&["--push", "-t", &base_ref]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let app = Ctx::new(
+        &format!(
+            "FROM {base_ref} AS build\nCOPY msg.txt /out/msg.txt\n\
+             FROM {base_ref}\nCOPY --from=build /out/msg.txt /app/msg.txt\n\
+             CMD [\"/bin/busybox\", \"cat\", \"/app/msg.txt\"]\n"
+        ),
+        &[("msg.txt", "pushed by kiln\n")],
+    );
+    let app_ref = format!("{}/e2e/app:1", reg.addr);
+    let meta = app.path("meta.json");
+    let o = app.kiln(&[
+        "--push",
+        "-t",
+        &app_ref,
+        "--metadata-file",
+        &meta.to_string_lossy(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(1 of 2 layers uploaded, 1 mounted)"),
+        "{}",
+        stderr(&o)
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).expect("json");
+    let d = crate::consumers::Dockerd::start();
+    d.ok(&["pull", &app_ref]);
+    let out = d.ok(&["run", "--rm", "--network", "host", &app_ref]);
+    assert_eq!(out, "pushed by kiln\n");
+    let digests = d.ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &app_ref,
+    ]);
+    let digest = m["containerimage.digest"].as_str().expect("digest");
+    assert!(digests.contains(digest), "{digests} vs {digest}");
+}
