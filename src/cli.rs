@@ -28,6 +28,30 @@ pub enum Command {
     Pull(PullArgs),
     /// Push an OCI image archive (from `-o type=oci`) to a registry.
     Push(PushArgs),
+    /// Log in to a registry: check the credentials, then store them as docker does.
+    Login(LoginArgs),
+    /// Remove the stored credentials of a registry.
+    Logout(LogoutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry, e.g. ghcr.io or localhost:5000 (default: Docker Hub).
+    #[arg(value_name = "REGISTRY", default_value = "docker.io")]
+    pub registry: String,
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub username: String,
+    /// Read the password from standard input (the only way: a password on
+    /// the command line would land in the shell history).
+    #[arg(long = "password-stdin", required = true)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry (default: Docker Hub).
+    #[arg(value_name = "REGISTRY", default_value = "docker.io")]
+    pub registry: String,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,8 @@ fn main() {
         Command::Check(args) => cmd::check::run(args),
         Command::Pull(args) => cmd::registry::pull(args),
         Command::Push(args) => cmd::registry::push(args),
+        Command::Login(args) => cmd::registry::login(args),
+        Command::Logout(args) => cmd::registry::logout(args),
     };
     let code = match result {
         Ok(code) => code,

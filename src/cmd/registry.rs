@@ -1,7 +1,7 @@
 //! `kiln pull REF` and `kiln push OCI-ARCHIVE REF`.
 
 use super::{exit, Failure};
-use crate::cli::{PullArgs, PushArgs};
+use crate::cli::{LoginArgs, LogoutArgs, PullArgs, PushArgs};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::io::Read;
@@ -116,4 +116,55 @@ fn push_archive(args: &PushArgs, store: &Store) -> Result<String> {
     let pushed = client.push_manifest(r.object(), &media, &bytes)?;
     eprintln!("pushed {r}@{pushed}");
     Ok(pushed)
+}
+
+/// The domain a `kiln login` argument names (`https://ghcr.io/` → `ghcr.io`).
+fn domain_of(registry: &str) -> String {
+    let d = registry
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let d = d.split('/').next().unwrap_or(d);
+    if d == "index.docker.io" || d == "registry-1.docker.io" {
+        "docker.io".to_string()
+    } else {
+        d.to_string()
+    }
+}
+
+/// `kiln login`: checks the credentials against the registry, then stores
+/// them in the docker config, as `docker login` does.
+pub fn login(args: &LoginArgs) -> Result<i32, Failure> {
+    let domain = domain_of(&args.registry);
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .map_err(|e| Failure::usage(format!("cannot read the password from stdin: {e}")))?;
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(Failure::usage("the password on stdin is empty"));
+    }
+    let creds = crate::registry::auth::Credentials {
+        username: args.username.clone(),
+        password,
+    };
+    // Any repository will do to name the registry.
+    let r = crate::registry::Reference::parse(&format!("{domain}/kiln/login-check"))
+        .map_err(|e| Failure::usage(format!("{}: {e}", args.registry)))?;
+    crate::registry::Client::check_login(r, creds.clone()).map_err(failure)?;
+    let path = crate::registry::auth::store(&domain, &creds).map_err(|e| failure(anyhow!(e)))?;
+    eprintln!("Login Succeeded ({} in {})", domain, path.display());
+    Ok(0)
+}
+
+/// `kiln logout`: removes the registry's stored credentials.
+pub fn logout(args: &LogoutArgs) -> Result<i32, Failure> {
+    let domain = domain_of(&args.registry);
+    let removed = crate::registry::auth::erase(&domain).map_err(|e| failure(anyhow!(e)))?;
+    if removed {
+        eprintln!("Removing login credentials for {domain}");
+    } else {
+        eprintln!("Not logged in to {domain}");
+    }
+    Ok(0)
 }

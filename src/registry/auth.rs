@@ -21,7 +21,7 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-fn config_path() -> Option<PathBuf> {
+pub fn config_path() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("config.json"));
     }
@@ -178,4 +178,70 @@ mod tests {
             "Credentials(a, ***)"
         );
     }
+}
+
+/// The key docker files a registry under in `auths`.
+pub fn auths_key(domain: &str) -> String {
+    if domain == "docker.io" {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        domain.to_string()
+    }
+}
+
+/// Stores credentials in the docker config (`auths`, base64), keeping
+/// every other field; the file is written 0600 through a rename.
+pub fn store(domain: &str, creds: &Credentials) -> Result<PathBuf, String> {
+    edit(|auths| {
+        let auth = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", creds.username, creds.password));
+        auths.insert(auths_key(domain), serde_json::json!({ "auth": auth }));
+    })
+}
+
+/// Removes a registry's credentials from `auths`; true when there were any.
+pub fn erase(domain: &str) -> Result<bool, String> {
+    let mut removed = false;
+    edit(|auths| {
+        for k in keys_for(domain) {
+            removed |= auths.remove(&k).is_some();
+        }
+    })?;
+    Ok(removed)
+}
+
+fn edit(
+    f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Result<PathBuf, String> {
+    let path = config_path().ok_or("neither DOCKER_CONFIG nor HOME is set")?;
+    let mut v: serde_json::Value = match crate::snapshot::read_small(&path, 4 << 20) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| format!("{} is not a JSON object", path.display()))?;
+    let auths = obj
+        .entry("auths")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+        .ok_or_else(|| format!("{}: auths is not an object", path.display()))?;
+    f(auths);
+    let dir = path
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".config.json.")
+        .tempfile_in(&dir)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let text = serde_json::to_vec_pretty(&v).map_err(|e| e.to_string())?;
+    std::io::Write::write_all(&mut tmp, &text)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    tmp.persist(&path)
+        .map_err(|e| format!("cannot write {}: {}", path.display(), e.error))?;
+    Ok(path)
 }

@@ -423,6 +423,16 @@ impl Client {
         Ok((bytes, media, digest))
     }
 
+    /// Checks that the registry accepts these credentials (`GET /v2/`,
+    /// answering its challenge with them).
+    pub fn check_login(reference: Reference, creds: auth::Credentials) -> Result<()> {
+        let mut c = Client::new(reference)?;
+        c.creds = Some(creds);
+        let url = format!("{}/v2/", c.reference.base_url());
+        c.request(reqwest::Method::GET, &url, &[], None, &[200])?;
+        Ok(())
+    }
+
     /// A manifest or index from the store when it is there (by digest, or
     /// by the digest the tag was last pulled as, unless `refresh`), else
     /// from the registry, then kept in the store: a second build needs no

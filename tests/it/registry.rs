@@ -777,3 +777,75 @@ fn push_then_docker_pull_and_run() {
     let digest = m["containerimage.digest"].as_str().expect("digest");
     assert!(digests.contains(digest), "{digests} vs {digest}");
 }
+
+/// `kiln login` checks the password against the registry before storing it
+/// in `$DOCKER_CONFIG/config.json` (0600, base64 as docker writes it); a
+/// build then pulls with it; `kiln logout` removes it.
+#[test]
+fn login_and_logout() {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    let reg = Registry::start_with(Some(("bob", "hunter2-pw")));
+    let b = Ctx::new(
+        "FROM scratch\nCOPY base.txt /base/\n",
+        &[("base.txt", "base\n")],
+    );
+    b.build_oci(&["-t", "base:v1"]);
+    reg.push_archive_as(
+        &b.path("out.tar"),
+        "v1",
+        "private/base:v1",
+        Some("bob:hunter2-pw"),
+    );
+    let cfg_dir = b.path("docker-config");
+    let login = |password: &str| {
+        let mut child = Command::new(crate::util::kiln_bin())
+            .args(["login", &reg.addr, "-u", "bob", "--password-stdin"])
+            .env("DOCKER_CONFIG", &cfg_dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kiln login");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("password");
+        child.wait_with_output().expect("wait")
+    };
+    let o = login("wrong-pw");
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("wrong-pw"), "{}", stderr(&o));
+    assert!(
+        !cfg_dir.join("config.json").exists(),
+        "a refused login was stored"
+    );
+    let o = login("hunter2-pw");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = cfg_dir.join("config.json");
+    let mode = std::fs::metadata(&cfg)
+        .expect("config.json")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let c = Ctx::new(&format!("FROM {}/private/base:v1\n", reg.addr), &[]);
+    let env = [("DOCKER_CONFIG", cfg_dir.to_str().expect("utf-8 path"))];
+    let o = c.kiln_env(&["-o", "type=tar,dest=-"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = Command::new(crate::util::kiln_bin())
+        .args(["logout", &reg.addr])
+        .env("DOCKER_CONFIG", &cfg_dir)
+        .output()
+        .expect("kiln logout");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = c.kiln_env(&["--pull", "-o", "type=tar,dest=-"], &env);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("asks for credentials"),
+        "{}",
+        stderr(&o)
+    );
+}
