@@ -147,39 +147,6 @@ fn from_helper(helper: &str, domain: &str) -> Result<Option<Credentials>, String
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auths_entries() {
-        let e = serde_json::json!({"auth": "YWxpY2U6czNjcjp0"});
-        assert_eq!(
-            from_entry(&e).expect("ok"),
-            Some(Credentials {
-                username: "alice".into(),
-                password: "s3cr:t".into()
-            })
-        );
-        let e = serde_json::json!({"username": "u", "password": "p"});
-        assert_eq!(
-            from_entry(&e).expect("ok").map(|c| c.username),
-            Some("u".to_string())
-        );
-        assert!(from_entry(&serde_json::json!({"auth": "!!"})).is_err());
-        assert_eq!(
-            format!(
-                "{:?}",
-                Credentials {
-                    username: "a".into(),
-                    password: "secret".into()
-                }
-            ),
-            "Credentials(a, ***)"
-        );
-    }
-}
-
 /// The key docker files a registry under in `auths`.
 pub fn auths_key(domain: &str) -> String {
     if domain == "docker.io" {
@@ -244,4 +211,37 @@ fn edit(
     tmp.persist(&path)
         .map_err(|e| format!("cannot write {}: {}", path.display(), e.error))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auths_entries() {
+        let e = serde_json::json!({"auth": "YWxpY2U6czNjcjp0"});
+        assert_eq!(
+            from_entry(&e).expect("ok"),
+            Some(Credentials {
+                username: "alice".into(),
+                password: "s3cr:t".into()
+            })
+        );
+        let e = serde_json::json!({"username": "u", "password": "p"});
+        assert_eq!(
+            from_entry(&e).expect("ok").map(|c| c.username),
+            Some("u".to_string())
+        );
+        assert!(from_entry(&serde_json::json!({"auth": "!!"})).is_err());
+        assert_eq!(
+            format!(
+                "{:?}",
+                Credentials {
+                    username: "a".into(),
+                    password: "secret".into()
+                }
+            ),
+            "Credentials(a, ***)"
+        );
+    }
 }
