@@ -144,11 +144,27 @@ pub struct Client {
 
 impl Client {
     pub fn new(reference: Reference) -> Result<Client> {
-        let http = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(30))
-            .build()
-            .context("cannot start the HTTP client")?;
+            .connect_timeout(std::time::Duration::from_secs(30));
+        // A private CA, as OpenSSL-based tools take it.
+        if let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) {
+            let pem = crate::snapshot::read_small(std::path::Path::new(&path), 16 << 20)
+                .with_context(|| format!("cannot read SSL_CERT_FILE {}", path.to_string_lossy()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .unwrap_or_default();
+            if certs.is_empty() {
+                bail!(
+                    "SSL_CERT_FILE {} holds no PEM certificates",
+                    path.to_string_lossy()
+                );
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().context("cannot start the HTTP client")?;
         let creds = auth::lookup(&reference.domain).map_err(|e| anyhow!(e))?;
         Ok(Client {
             http,
@@ -542,6 +558,16 @@ fn send_with_retries(
                 let transient = s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS;
                 if !transient || attempt + 1 == ATTEMPTS {
                     return Ok(resp);
+                }
+                // A 429 says how long to wait; kiln waits up to 30 s.
+                let wait = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if let Some(secs) = wait {
+                    std::thread::sleep(std::time::Duration::from_secs(secs.min(30)));
+                    continue;
                 }
             }
             Err(e) => {

@@ -849,3 +849,22 @@ fn login_and_logout() {
         stderr(&o)
     );
 }
+
+/// `SSL_CERT_FILE` adds a CA for registries; a file with no PEM
+/// certificate in it is a clear error, not a silent fallback.
+#[test]
+fn ssl_cert_file_must_hold_certificates() {
+    let c = Ctx::new("FROM 127.0.0.1:1/x\n", &[]);
+    let bad = c.path("garbage.pem");
+    std::fs::write(&bad, "not a certificate\n").expect("write");
+    let o = c.kiln_env(
+        &["-o", "type=tar,dest=-"],
+        &[("SSL_CERT_FILE", bad.to_str().expect("utf-8"))],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("holds no PEM certificates"),
+        "{}",
+        stderr(&o)
+    );
+}
