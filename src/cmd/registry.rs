@@ -112,7 +112,11 @@ fn push_archive(args: &PushArgs, store: &Store) -> Result<String> {
         client.push_blob(l.digest().as_ref(), store)?;
     }
     client.push_blob(manifest.config().digest().as_ref(), store)?;
-    let media = desc.media_type().to_string();
+    // The manifest's own media type wins over what index.json says.
+    let media = manifest
+        .media_type()
+        .as_ref()
+        .map_or_else(|| desc.media_type().to_string(), |m| m.to_string());
     let pushed = client.push_manifest(r.object(), &media, &bytes)?;
     eprintln!("pushed {r}@{pushed}");
     Ok(pushed)

@@ -312,8 +312,15 @@ impl Client {
             .put(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(reqwest::blocking::Body::sized(file, len));
-        let resp = self
-            .authorize(req)
+        // Credentials go only to the registry itself, never to another
+        // host (or scheme) an upload Location points at.
+        let same_origin = url.starts_with(&format!("{}/", self.reference.base_url()));
+        let req = if same_origin {
+            self.authorize(req)
+        } else {
+            req
+        };
+        let resp = req
             .send()
             .map_err(|e| e.without_url())
             .with_context(|| format!("cannot upload blob {digest}"))?;
@@ -384,7 +391,11 @@ impl Client {
             ));
         }
         let mut req = self.http.get(&realm).query(&query);
-        if let Some(c) = &self.creds {
+        // A password travels to the token service only over HTTPS (or to
+        // a loopback registry's own plain-HTTP service).
+        let safe =
+            realm.starts_with("https://") || self.reference.base_url().starts_with("http://");
+        if let (Some(c), true) = (&self.creds, safe) {
             req = req.basic_auth(&c.username, Some(&c.password));
         }
         let resp = req
@@ -409,6 +420,14 @@ impl Client {
     /// Fetches a manifest or index by tag or digest: its bytes, media type
     /// and digest (checked when asked for by digest).
     pub fn manifest(&mut self, object: &str) -> Result<(Vec<u8>, String, String)> {
+        if object.contains(':') {
+            crate::store::digest_hex(object).map_err(|_| {
+                anyhow!(
+                    "{}: only sha256 digests are supported, not {object}",
+                    self.reference
+                )
+            })?;
+        }
         let url = format!(
             "{}/v2/{}/manifests/{object}",
             self.reference.base_url(),
@@ -436,6 +455,10 @@ impl Client {
         if object.starts_with("sha256:") && digest != object {
             bail!("{url}: the registry sent a manifest with digest {digest}");
         }
+        // A registry that labels a manifest `application/json` (or not at
+        // all): the document says what it is.
+        let known = ACCEPT.split(',').any(|a| a.trim() == media);
+        let media = if known { media } else { media_type_of(&bytes) };
         Ok((bytes, media, digest))
     }
 
