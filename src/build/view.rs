@@ -19,9 +19,6 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-/// Symlinks followed in one resolution before giving up (Linux's limit).
-const MAX_LINKS: usize = 40;
-
 /// What a path is: enough of lstat for COPY's decisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -172,46 +169,16 @@ impl View {
         rel: &str,
         follow_final: bool,
     ) -> Result<String> {
-        let mut done: Vec<String> = Vec::new();
-        let mut todo: Vec<String> = components(rel).into_iter().rev().collect();
-        let mut links = 0;
-        while let Some(c) = todo.pop() {
-            if c == ".." {
-                done.pop();
-                continue;
-            }
-            let is_last = todo.is_empty();
-            done.push(c);
-            if is_last && !follow_final {
-                break;
-            }
-            let cur = done.join("/");
-            let node = match extra.get(&cur) {
+        crate::snapshot::resolve_with(rel, follow_final, |cur| {
+            let node = match extra.get(cur) {
                 Some(e) => Some(Node::of_entry(e)),
-                None => self.lstat(&cur)?,
+                None => self.lstat(cur)?,
             };
-            match node.map(|n| n.kind) {
-                Some(NodeKind::Symlink(target)) => {
-                    links += 1;
-                    if links > MAX_LINKS {
-                        anyhow::bail!(
-                            "too many levels of symbolic links resolving /{}",
-                            rel.trim_start_matches('/')
-                        );
-                    }
-                    done.pop();
-                    if target.starts_with('/') {
-                        done.clear();
-                    }
-                    todo.extend(components(&target).into_iter().rev());
-                }
-                Some(_) => {}
-                // Missing: kept as named; a later `..` climbs back into
-                // what exists, whose symlinks still resolve.
-                None => {}
-            }
-        }
-        Ok(done.join("/"))
+            Ok::<_, anyhow::Error>(match node.map(|n| n.kind) {
+                Some(NodeKind::Symlink(target)) => Some(target),
+                _ => None,
+            })
+        })
     }
 
     /// Owner and mode of every path the layers made in this build wrote,
@@ -316,11 +283,4 @@ impl View {
         // the disk lacks when kiln runs without root.
         Ok(())
     }
-}
-
-fn components(p: &str) -> Vec<String> {
-    p.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .map(str::to_string)
-        .collect()
 }

@@ -369,42 +369,10 @@ fn index_json(manifest: &Blob, tags: &[String], created: Option<&str>) -> Result
 
 /// `app` → `docker.io/library/app:latest`, as Docker names images.
 pub fn normalize_name(r: &str) -> String {
-    let (name, digest) = match r.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (r, None),
-    };
-    let first = name.split('/').next().unwrap_or(name);
-    let has_host =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let (host, path) = if has_host {
-        let (h, p) = name.split_once('/').unwrap_or((name, ""));
-        (
-            if h == "index.docker.io" {
-                "docker.io"
-            } else {
-                h
-            },
-            p,
-        )
-    } else {
-        ("docker.io", name)
-    };
-    // Docker Hub's official images live under `library/`.
-    let path = if host == "docker.io" && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path.to_string()
-    };
-    let mut full = format!("{host}/{path}");
-    let last = full.rsplit('/').next().unwrap_or("");
-    if !last.contains(':') && digest.is_none() {
-        full.push_str(":latest");
-    }
-    if let Some(d) = digest {
-        full.push('@');
-        full.push_str(d);
-    }
-    full
+    // The registry client's reference parser is the one normalization;
+    // names were validated before a build, so a parse failure only keeps
+    // the name as given.
+    crate::registry::Reference::parse(r).map_or_else(|_| r.to_string(), |r| r.to_string())
 }
 
 /// The tag of a normalized name (`latest` when it only has a digest).

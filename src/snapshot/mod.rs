@@ -31,6 +31,31 @@ pub enum PathError {
 /// only when `follow_final`. Missing components are kept as they are, so
 /// the result names where a new file would go. Returns `""` for the root.
 pub fn resolve_in_root(root: &Path, rel: &str, follow_final: bool) -> Result<String, PathError> {
+    resolve_with(rel, follow_final, |cur| {
+        let host = root.join(cur);
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::read_link(&host)
+                .map(|t| Some(t.to_string_lossy().into_owned()))
+                .map_err(|source| PathError::Io { path: host, source }),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
+                Ok(None)
+            }
+            Err(source) => Err(PathError::Io { path: host, source }),
+        }
+    })
+}
+
+/// The resolution itself, over any filesystem: `readlink(path)` gives the
+/// target when the root-relative `path` is a symlink, `None` when it is
+/// anything else or missing. A missing component is kept as named and the
+/// walk goes on, because a later `..` can climb back into directories
+/// whose symlinks must still be resolved.
+pub fn resolve_with<E: From<PathError>>(
+    rel: &str,
+    follow_final: bool,
+    mut readlink: impl FnMut(&str) -> Result<Option<String>, E>,
+) -> Result<String, E> {
     let mut done: Vec<String> = Vec::new();
     let mut todo: Vec<String> = components(rel).into_iter().rev().collect();
     let mut links = 0;
@@ -40,37 +65,20 @@ pub fn resolve_in_root(root: &Path, rel: &str, follow_final: bool) -> Result<Str
             continue;
         }
         let is_last = todo.is_empty();
-        let mut probe = done.clone();
-        probe.push(c.clone());
-        let host = root.join(probe.join("/"));
+        done.push(c);
         if is_last && !follow_final {
-            done.push(c);
             break;
         }
-        match std::fs::symlink_metadata(&host) {
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(PathError::Loop(rel.trim_start_matches('/').to_string()));
-                }
-                let target = std::fs::read_link(&host).map_err(|source| PathError::Io {
-                    path: host.clone(),
-                    source,
-                })?;
-                let target = target.to_string_lossy().into_owned();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                todo.extend(components(&target).into_iter().rev());
+        if let Some(target) = readlink(&done.join("/"))? {
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(PathError::Loop(rel.trim_start_matches('/').to_string()).into());
             }
-            Ok(_) => done.push(c),
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
-                // Missing (or under a non-directory): kept as named. The
-                // loop goes on, because a later `..` can climb back into
-                // real directories whose symlinks must still be resolved.
-                done.push(c);
+            done.pop();
+            if target.starts_with('/') {
+                done.clear();
             }
-            Err(source) => return Err(PathError::Io { path: host, source }),
+            todo.extend(components(&target).into_iter().rev());
         }
     }
     Ok(done.join("/"))
