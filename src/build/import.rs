@@ -489,22 +489,21 @@ fn fetch_manifest(
     Ok((manifest, config, digest))
 }
 
-/// Pulls `reference` from its registry: the manifest (the platform's, from
-/// an index), the config and the layers, verified into the store and
-/// applied to `rootfs`.
-fn pull(
-    reference: &str,
-    store: &Store,
-    platform: &Platform,
-    rootfs: &Path,
-    refresh: bool,
-) -> Result<Image> {
+/// A client for the repository `reference` names.
+fn open_registry(reference: &str) -> Result<(crate::registry::Reference, crate::registry::Client)> {
     let r =
         crate::registry::Reference::parse(reference).map_err(|e| anyhow!("{reference}: {e}"))?;
-    let mut client = crate::registry::Client::new(r.clone())?;
-    let (manifest, config, _) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
-    // Layers download in parallel (up to 4 at a time, one client each),
-    // then apply in order.
+    let client = crate::registry::Client::new(r.clone())?;
+    Ok((r, client))
+}
+
+/// Downloads the manifest's layers the store lacks, up to 4 at a time
+/// (one client each).
+fn download_layers(
+    r: &crate::registry::Reference,
+    manifest: &oci_spec::image::ImageManifest,
+    store: &Store,
+) -> Result<()> {
     let wanted: Vec<(String, u64)> = manifest
         .layers()
         .iter()
@@ -535,10 +534,26 @@ fn pull(
             res.with_context(|| format!("{r}"))?;
         }
     }
+    Ok(())
+}
+
+/// Pulls `reference` from its registry: the manifest (the platform's, from
+/// an index), the config and the layers, verified into the store and
+/// applied to `rootfs`.
+fn pull(
+    reference: &str,
+    store: &Store,
+    platform: &Platform,
+    rootfs: &Path,
+    refresh: bool,
+) -> Result<Image> {
+    let (r, mut client) = open_registry(reference)?;
+    let (manifest, config, _) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
+    download_layers(&r, &manifest, store)?;
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(&config.rootfs.diff_ids) {
         let digest = desc.digest().to_string();
-        let stored = client.blob(&digest, desc.size(), store)?;
+        let stored = store.blob_path(&digest)?;
         layers.push(
             unpack_layer(&stored, &digest, desc.size(), diff_id, rootfs)
                 .with_context(|| format!("{r}"))?,
@@ -555,13 +570,9 @@ pub fn pull_to_store(
     platform: &Platform,
     refresh: bool,
 ) -> Result<String> {
-    let r =
-        crate::registry::Reference::parse(reference).map_err(|e| anyhow!("{reference}: {e}"))?;
-    let mut client = crate::registry::Client::new(r.clone())?;
+    let (r, mut client) = open_registry(reference)?;
     let (manifest, _, digest) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
-    for d in manifest.layers() {
-        client.blob(d.digest().as_ref(), d.size(), store)?;
-    }
+    download_layers(&r, &manifest, store)?;
     Ok(digest)
 }
 
@@ -572,9 +583,7 @@ pub fn pull_config(
     platform: &Platform,
     refresh: bool,
 ) -> Result<ImageConfig> {
-    let r =
-        crate::registry::Reference::parse(reference).map_err(|e| anyhow!("{reference}: {e}"))?;
-    let mut client = crate::registry::Client::new(r.clone())?;
+    let (r, mut client) = open_registry(reference)?;
     Ok(fetch_manifest(&mut client, &r, store, platform, refresh)?.1)
 }
 

@@ -164,33 +164,30 @@ impl Store {
     /// renamed, so a reader never sees half of it).
     pub fn set_ref(&self, name: &str, digest: &str) -> Result<(), StoreError> {
         digest_hex(digest)?;
-        let dir = self.root.join("refs");
-        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
-        let mut tmp = self.temp_file()?;
-        io::Write::write_all(&mut tmp, format!("{name}\n{digest}\n").as_bytes())
-            .map_err(io_err("cannot write", &dir))?;
-        let dest = self.ref_path(name);
-        tmp.persist(&dest).map_err(|e| StoreError::Io {
-            what: "cannot write",
-            path: dest.clone(),
-            source: e.error,
-        })?;
-        Ok(())
+        self.write_file(
+            &self.ref_path(name),
+            format!("{name}\n{digest}\n").as_bytes(),
+        )
     }
 
     /// Records the repository (`domain/repo`) a blob was pulled from, so a
     /// push to another repository of that registry can mount it.
     pub fn set_source(&self, digest: &str, repository: &str) -> Result<(), StoreError> {
-        let hex = digest_hex(digest)?;
-        let dir = self.root.join("sources");
-        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        let path = self.root.join("sources").join(digest_hex(digest)?);
+        self.write_file(&path, repository.as_bytes())
+    }
+
+    /// Writes a small file of the store's own (refs, sources) through a
+    /// temporary file and a rename, so a reader never sees half of it.
+    fn write_file(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
+        }
         let mut tmp = self.temp_file()?;
-        io::Write::write_all(&mut tmp, repository.as_bytes())
-            .map_err(io_err("cannot write", &dir))?;
-        let dest = dir.join(hex);
-        tmp.persist(&dest).map_err(|e| StoreError::Io {
+        io::Write::write_all(&mut tmp, bytes).map_err(io_err("cannot write", dest))?;
+        tmp.persist(dest).map_err(|e| StoreError::Io {
             what: "cannot write",
-            path: dest.clone(),
+            path: dest.to_path_buf(),
             source: e.error,
         })?;
         Ok(())
