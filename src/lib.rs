@@ -18,3 +18,13 @@ pub mod plan;
 pub mod registry;
 pub mod snapshot;
 pub mod store;
+
+/// An error with its causes, on one line: `what: why: deeper why`.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for c in e.chain().skip(1) {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+    }
+    s
+}

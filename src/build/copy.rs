@@ -242,34 +242,17 @@ impl<'a> Target<'a> {
                 src.display()
             );
         };
-        self.insert(Entry {
-            path: rel.clone(),
-            kind,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            mtime: m.mtime,
-            xattrs: BTreeMap::new(),
-        });
+        self.insert(m.entry(&rel, kind));
         Ok(rel)
     }
 
     /// Writes a file with the given bytes (heredoc sources).
     pub fn put_bytes(&mut self, data: &[u8], rel: &str, m: &Meta, now: i64) -> Result<String> {
-        let rel = self.place_path(rel, (m.uid, m.gid), now)?;
-        self.insert(Entry {
-            path: rel.clone(),
-            kind: EntryKind::File {
-                source: FileSource::Bytes(data.to_vec()),
-                size: data.len() as u64,
-            },
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            mtime: m.mtime,
-            xattrs: BTreeMap::new(),
-        });
-        Ok(rel)
+        let kind = EntryKind::File {
+            source: FileSource::Bytes(data.to_vec()),
+            size: data.len() as u64,
+        };
+        self.put_new(kind, rel, m, now)
     }
 
     /// Writes a file whose contents are read from `src` (downloads).
@@ -281,19 +264,16 @@ impl<'a> Target<'a> {
         m: &Meta,
         now: i64,
     ) -> Result<String> {
+        let kind = EntryKind::File {
+            source: FileSource::Path(src.to_path_buf()),
+            size,
+        };
+        self.put_new(kind, rel, m, now)
+    }
+
+    fn put_new(&mut self, kind: EntryKind, rel: &str, m: &Meta, now: i64) -> Result<String> {
         let rel = self.place_path(rel, (m.uid, m.gid), now)?;
-        self.insert(Entry {
-            path: rel.clone(),
-            kind: EntryKind::File {
-                source: FileSource::Path(src.to_path_buf()),
-                size,
-            },
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            mtime: m.mtime,
-            xattrs: BTreeMap::new(),
-        });
+        self.insert(m.entry(&rel, kind));
         Ok(rel)
     }
 
@@ -350,6 +330,21 @@ pub struct Meta {
     pub gid: u32,
     pub mode: u32,
     pub mtime: i64,
+}
+
+impl Meta {
+    /// The layer entry for `path` with this owner, mode and time.
+    fn entry(&self, path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.to_string(),
+            kind,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+            xattrs: BTreeMap::new(),
+        }
+    }
 }
 
 /// A source that matched: its path in the source root (symlinks at the

@@ -151,11 +151,7 @@ pub fn build(
 }
 
 fn step_error(line: usize, e: anyhow::Error) -> anyhow::Error {
-    let mut message = e.to_string();
-    for cause in e.chain().skip(1) {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-    }
+    let message = crate::error_chain(&e);
     anyhow::Error::new(StepError { line, message })
 }
 
@@ -490,38 +486,32 @@ fn copy_sources(
     let dest_rel = dest.trim_start_matches('/');
     let dest_is_dir = dest.ends_with('/');
     let owner = s.chown.unwrap_or((0, 0));
-    for inline in &c.inline {
+    // A file COPY makes itself (heredoc, download): named `name` inside a
+    // directory destination, else the destination; `mode` unless --chmod.
+    let made = |t: &copy::Target, name: &str, mode: u32, mtime: i64| {
         let rel = if dest_is_dir || t.is_dir(dest_rel) {
-            crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &inline.name)
+            crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), name)
         } else {
             dest_rel.to_string()
         };
-        let mode = s.chmod.as_ref().map_or(0o644, |m| m.apply(0o644, false));
-        let m = copy::Meta {
+        let meta = copy::Meta {
             uid: owner.0,
             gid: owner.1,
-            mode,
-            mtime: s.now,
+            mode: s.chmod.as_ref().map_or(mode, |m| m.apply(mode, false)),
+            mtime,
         };
+        (rel, meta)
+    };
+    for inline in &c.inline {
+        let (rel, m) = made(t, &inline.name, 0o644, s.now);
         t.put_bytes(inline.data.as_bytes(), &rel, &m, s.now)?;
     }
     let mut matched = Vec::new();
     for pattern in &c.sources {
         if c.add && crate::plan::values::is_remote(pattern) {
             let dl = import::download(pattern, c.checksum.as_deref(), &opts.work)?;
-            let name = dl.name.clone();
-            let rel = if dest_is_dir || t.is_dir(dest_rel) {
-                crate::snapshot::join_rel(dest_rel.trim_end_matches('/'), &name)
-            } else {
-                dest_rel.to_string()
-            };
-            let mode = s.chmod.as_ref().map_or(0o600, |m| m.apply(0o600, false));
-            let m = copy::Meta {
-                uid: owner.0,
-                gid: owner.1,
-                mode,
-                mtime: dl.mtime.unwrap_or(s.now),
-            };
+            // BuildKit gives downloads mode 0600.
+            let (rel, m) = made(t, &dl.name, 0o600, dl.mtime.unwrap_or(s.now));
             t.put_file(&dl.path, dl.size, &rel, &m, s.now)?;
             continue;
         }

@@ -1,7 +1,7 @@
 //! `kiln build`: plan the Dockerfile, execute the plan, write the outputs
 //! (`--dry-run` stops after planning and prints the plan).
 
-use super::{exit, read_dockerfile, render_all, Failure};
+use super::{chain, exit, read_dockerfile, render_all, Failure};
 use crate::build::{self, BuildOptions, NamedContext, NamedResolver, StepError};
 use crate::cli::{BuildArgs, DockerfileSource, DryRun, Progress};
 use crate::dockerfile::diag::{Diagnostic, Pos};
@@ -316,15 +316,6 @@ fn build_failure(e: impl ToString) -> Failure {
         code: exit::BUILD,
         message: e.to_string(),
     }
-}
-
-fn chain(e: &anyhow::Error) -> String {
-    let mut s = e.to_string();
-    for c in e.chain().skip(1) {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-    }
-    s
 }
 
 /// Prints a build failure: at its Dockerfile line when a step failed.

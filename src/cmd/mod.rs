@@ -35,6 +35,8 @@ impl Failure {
     }
 }
 
+pub use crate::error_chain as chain;
+
 /// Reads the Dockerfile named by the settings.
 pub fn read_dockerfile(settings: &PlanSettings) -> Result<String, Failure> {
     let bytes = match &settings.dockerfile {

@@ -7,14 +7,9 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use std::io::Read;
 
 fn failure(e: anyhow::Error) -> Failure {
-    let mut message = e.to_string();
-    for c in e.chain().skip(1) {
-        message.push_str(": ");
-        message.push_str(&c.to_string());
-    }
     Failure {
         code: exit::BUILD,
-        message,
+        message: super::chain(&e),
     }
 }
 

@@ -391,29 +391,39 @@ fn familiar_name(full: &str) -> String {
         .to_string()
 }
 
+/// An OCI image layout archive: `oci-layout`, `index.json`, the blobs,
+/// and any `extra` files.
+fn write_layout(
+    w: &mut dyn Write,
+    e: &Export,
+    docs: &crate::image::Documents,
+    tags: &[String],
+    oci: bool,
+    extra: Vec<Entry>,
+) -> Result<()> {
+    let layout = layout_file();
+    let index = index_json(&docs.manifest, tags, e.image.config.created.as_deref())?;
+    let mut entries = vec![
+        archive::file(
+            "oci-layout",
+            FileSource::Bytes(layout.clone()),
+            layout.len() as u64,
+        ),
+        archive::file(
+            "index.json",
+            FileSource::Bytes(index.clone()),
+            index.len() as u64,
+        ),
+    ];
+    entries.extend(extra);
+    blob_entries(e, &[&docs.config, &docs.manifest], oci, &mut entries)?;
+    writer::write_tar(entries, w, &WriteOptions::default())?;
+    Ok(())
+}
+
 fn write_oci(w: &mut dyn Write, e: &Export, tags: &[String], oci: bool) -> Result<()> {
     let docs = e.image.documents(oci)?;
-    let mut entries = vec![archive::file(
-        "oci-layout",
-        FileSource::Bytes(layout_file()),
-        layout_file().len() as u64,
-    )];
-    let index = index_json(&docs.manifest, tags, e.image.config.created.as_deref())?;
-    entries.push(archive::file(
-        "index.json",
-        FileSource::Bytes(index.clone()),
-        index.len() as u64,
-    ));
-    blob_entries(e, &[&docs.config, &docs.manifest], oci, &mut entries)?;
-    writer::write_tar(
-        entries,
-        w,
-        &WriteOptions {
-            source_date_epoch: None,
-            ..Default::default()
-        },
-    )?;
-    Ok(())
+    write_layout(w, e, &docs, tags, oci, Vec::new())
 }
 
 /// A `docker load` archive: `manifest.json` (what Docker 20.10 reads) and
@@ -437,34 +447,13 @@ fn write_docker(w: &mut dyn Write, e: &Export, tags: &[String], oci: bool) -> Re
         "Layers": layers,
     }]);
     let manifest = serde_json::to_vec(&manifest)?;
-    let index = index_json(&docs.manifest, tags, e.image.config.created.as_deref())?;
-    let mut entries = vec![
-        archive::file(
-            "oci-layout",
-            FileSource::Bytes(layout_file()),
-            layout_file().len() as u64,
-        ),
-        archive::file(
-            "index.json",
-            FileSource::Bytes(index.clone()),
-            index.len() as u64,
-        ),
-        archive::file(
-            "manifest.json",
-            FileSource::Bytes(manifest.clone()),
-            manifest.len() as u64,
-        ),
-    ];
-    blob_entries(e, &[&docs.config, &docs.manifest], oci, &mut entries)?;
-    writer::write_tar(
-        entries,
-        w,
-        &WriteOptions {
-            source_date_epoch: None,
-            ..Default::default()
-        },
-    )?;
-    Ok(())
+    let len = manifest.len() as u64;
+    let extra = vec![archive::file(
+        "manifest.json",
+        FileSource::Bytes(manifest),
+        len,
+    )];
+    write_layout(w, e, &docs, tags, oci, extra)
 }
 
 #[cfg(test)]
