@@ -197,14 +197,8 @@ fn imported(image: Image, rootfs: PathBuf, store: &Store) -> Result<Imported> {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
-    let f = File::open(path).with_context(|| format!("cannot open {what} {}", path.display()))?;
-    let mut buf = Vec::new();
-    f.take(MAX_JSON + 1)
-        .read_to_end(&mut buf)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if buf.len() as u64 > MAX_JSON {
-        bail!("{what} {} is larger than {MAX_JSON} bytes", path.display());
-    }
+    let buf = crate::snapshot::read_small(path, MAX_JSON)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
     serde_json::from_slice(&buf)
         .with_context(|| format!("{what} {} is not valid JSON", path.display()))
 }
@@ -212,19 +206,40 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<
 /// Reads a blob of the layout, checking its digest and size.
 fn layout_blob(layout: &Path, digest: &str, max: u64) -> Result<Vec<u8>> {
     let p = layout.join("blobs/sha256").join(digest_hex(digest)?);
-    let f = File::open(&p).with_context(|| format!("cannot open blob {digest}"))?;
-    let mut buf = Vec::new();
-    f.take(max + 1)
-        .read_to_end(&mut buf)
+    let buf = crate::snapshot::read_small(&p, max)
         .with_context(|| format!("cannot read blob {digest}"))?;
-    if buf.len() as u64 > max {
-        bail!("blob {digest} is larger than {max} bytes");
-    }
     let actual = format!("sha256:{}", crate::layer::compress::sha256_hex(&buf));
     if actual != digest {
         bail!("blob {digest} has digest {actual}: the layout is corrupt");
     }
     Ok(buf)
+}
+
+/// The manifest of an index for `platform` (a variant, when asked for,
+/// must match too); the error lists the platforms the index has.
+fn pick_platform<'a>(
+    idx: &'a oci_spec::image::ImageIndex,
+    platform: &Platform,
+) -> Result<&'a oci_spec::image::Descriptor> {
+    idx.manifests()
+        .iter()
+        .find(|d| {
+            d.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == platform.os
+                    && p.architecture().to_string() == platform.arch
+                    && (platform.variant.is_empty()
+                        || p.variant().as_deref() == Some(platform.variant.as_str()))
+            })
+        })
+        .ok_or_else(|| {
+            let choices: Vec<String> = idx
+                .manifests()
+                .iter()
+                .filter_map(|d| d.platform().as_ref())
+                .map(|p| format!("{}/{}", p.os(), p.architecture()))
+                .collect();
+            anyhow!("no image for {platform}; it has: {}", choices.join(", "))
+        })
 }
 
 /// Reads the manifest and config of the image a layout holds under
@@ -264,16 +279,7 @@ fn layout_manifest(
         let bytes = layout_blob(layout, &digest, MAX_JSON)?;
         let idx: ImageIndex =
             serde_json::from_slice(&bytes).context("the image index is not valid")?;
-        let m = idx
-            .manifests()
-            .iter()
-            .find(|d| {
-                d.platform().as_ref().is_some_and(|p| {
-                    p.os().to_string() == platform.os
-                        && p.architecture().to_string() == platform.arch
-                })
-            })
-            .ok_or_else(|| anyhow!("the image has no manifest for {platform}"))?;
+        let m = pick_platform(&idx, platform).context("the image index")?;
         digest = m.digest().to_string();
         media = m.media_type().to_string();
     }
@@ -443,29 +449,7 @@ fn fetch_manifest(
         }
         let idx: ImageIndex = serde_json::from_slice(&bytes)
             .with_context(|| format!("{r}: the image index is not valid"))?;
-        let choices: Vec<String> = idx
-            .manifests()
-            .iter()
-            .filter_map(|d| d.platform().as_ref())
-            .map(|p| format!("{}/{}", p.os(), p.architecture()))
-            .collect();
-        let m = idx
-            .manifests()
-            .iter()
-            .find(|d| {
-                d.platform().as_ref().is_some_and(|p| {
-                    p.os().to_string() == platform.os
-                        && p.architecture().to_string() == platform.arch
-                        && (platform.variant.is_empty()
-                            || p.variant().as_deref() == Some(platform.variant.as_str()))
-                })
-            })
-            .ok_or_else(|| {
-                anyhow!(
-                    "{r} has no image for {platform}; it has: {}",
-                    choices.join(", ")
-                )
-            })?;
+        let m = pick_platform(&idx, platform).with_context(|| format!("{r}"))?;
         let d = m.digest().to_string();
         (bytes, media, digest) = client.manifest_cached(&d, store, refresh)?;
     }

@@ -114,8 +114,6 @@ pub fn build(
                 step.text
             ));
             run_step(
-                plan,
-                st,
                 step,
                 &mut state,
                 opts,
@@ -246,8 +244,6 @@ fn start_stage(
 
 #[allow(clippy::too_many_arguments)]
 fn run_step(
-    plan: &Plan,
-    st: &Stage,
     step: &Step,
     state: &mut StageState,
     opts: &BuildOptions,
@@ -257,7 +253,6 @@ fn run_step(
     now: i64,
     created: &str,
 ) -> Result<()> {
-    let _ = (plan, st);
     match &step.op {
         Op::Run { .. } => bail!("RUN is not implemented yet in this version of kiln"),
         Op::Copy(c) => {
