@@ -1,16 +1,8 @@
 //! Regression tests from review: hostile contexts must not leak host files
 //! or hang the build, and COPY's less common forms behave as BuildKit's.
 
-use crate::image::{listing, stderr, Ctx};
+use crate::image::{all_paths, listing, stderr, Ctx};
 use std::os::unix::fs::symlink;
-
-fn paths(img: &crate::image::ReadImage) -> Vec<String> {
-    img.layers
-        .iter()
-        .flat_map(|l| listing(l))
-        .map(|l| l.split('\t').next().unwrap_or("").to_string())
-        .collect()
-}
 
 /// A symlink chain through a missing directory and `..` (`a ->
 /// nope/../evil/...` with `evil -> /`) resolves inside the context, never
@@ -44,9 +36,9 @@ fn wildcards_do_not_bypass_dockerignore_through_symlinks() {
     symlink(".env", c.ctx().join("envlink")).expect("symlink");
     let img = c.build_oci(&[]);
     assert!(
-        !paths(&img).iter().any(|p| p.starts_with("out/envl")),
+        !all_paths(&img).iter().any(|p| p.starts_with("out/envl")),
         "{:?}",
-        paths(&img)
+        all_paths(&img)
     );
 }
 
@@ -79,7 +71,7 @@ fn a_single_wildcard_match_copies_to_the_file_name() {
         ],
     );
     let img = c.build_oci(&[]);
-    let p = paths(&img);
+    let p = all_paths(&img);
     assert!(p.iter().any(|x| x == "app/app.jar"), "{p:?}");
     assert!(
         p.iter().any(|x| x == "app/notes/a.txt") && p.iter().any(|x| x == "app/notes/b.txt"),
@@ -111,7 +103,7 @@ fn exclude_applies_to_top_level_matches() {
         "FROM scratch\nCOPY --exclude=*.txt hom* /mydir/\n",
         &[("home.txt", "t"), ("homer.md", "m")],
     );
-    let p = paths(&c.build_oci(&[]));
+    let p = all_paths(&c.build_oci(&[]));
     assert!(p.iter().any(|x| x == "mydir/homer.md"), "{p:?}");
     assert!(!p.iter().any(|x| x == "mydir/home.txt"), "{p:?}");
 }
@@ -128,7 +120,7 @@ fn reincluded_files_under_an_ignored_directory() {
             ("build/drop.txt", "d"),
         ],
     );
-    let p = paths(&c.build_oci(&[]));
+    let p = all_paths(&c.build_oci(&[]));
     for want in ["x/keep.txt", "y/keep.txt"] {
         assert!(p.iter().any(|x| x == want), "{want} missing: {p:?}");
     }
@@ -142,7 +134,7 @@ fn parents_pivot() {
         "FROM scratch\nCOPY --parents x/./y/z/f /p1/\nCOPY --parents x/y/z/f /p2/\n",
         &[("x/y/z/f", "f")],
     );
-    let p = paths(&c.build_oci(&[]));
+    let p = all_paths(&c.build_oci(&[]));
     assert!(p.iter().any(|x| x == "p1/y/z/f"), "{p:?}");
     assert!(p.iter().any(|x| x == "p2/x/y/z/f"), "{p:?}");
 }
@@ -155,6 +147,6 @@ fn local_dot_git_file_is_local() {
         "FROM scratch\nADD repo.git /f/\n",
         &[("repo.git", "not a repo\n")],
     );
-    let p = paths(&c.build_oci(&[]));
+    let p = all_paths(&c.build_oci(&[]));
     assert!(p.iter().any(|x| x == "f/repo.git"), "{p:?}");
 }

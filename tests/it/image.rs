@@ -229,3 +229,88 @@ impl Ctx {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Every path of every layer of the image, in order.
+pub fn all_paths(img: &ReadImage) -> Vec<String> {
+    img.layers
+        .iter()
+        .flat_map(|l| listing(l))
+        .map(|l| l.split('\t').next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The listing line of `path`, split into its fields (path, type, mode,
+/// uid, gid, size, sha256, link, mtime).
+pub fn entry<'a>(lines: &'a [String], path: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .find(|l| l.split('\t').next() == Some(path))
+        .unwrap_or_else(|| panic!("{path} is not in the listing:\n{}", lines.join("\n")))
+        .split('\t')
+        .collect()
+}
+
+/// What a fake HTTP server answers: a status line, a content type, the
+/// body, and the Content-Length it claims (more than the body: a body cut
+/// short).
+pub struct Reply {
+    pub status: &'static str,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub declared: usize,
+}
+
+impl Reply {
+    pub fn ok(content_type: &'static str, body: Vec<u8>) -> Reply {
+        let declared = body.len();
+        Reply {
+            status: "200 OK",
+            content_type,
+            body,
+            declared,
+        }
+    }
+
+    pub fn status(status: &'static str) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain",
+            body: Vec::new(),
+            declared: 0,
+        }
+    }
+}
+
+/// A raw HTTP/1.1 server on a free loopback port, answering each request
+/// (by path) with `handler`; for servers that misbehave on purpose.
+/// Returns `host:port`.
+pub fn serve_http(handler: impl Fn(&str) -> Reply + Send + 'static) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let r = handler(&path);
+            let mut s = stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                r.status, r.content_type, r.declared
+            );
+            let _ = s.write_all(&r.body);
+        }
+    });
+    addr
+}

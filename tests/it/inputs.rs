@@ -3,7 +3,7 @@
 //! and OCI layouts), `.dockerignore`, COPY's `--exclude`/`--parents`,
 //! other stages, and the registry (not implemented: a clear error).
 
-use crate::image::{listing, read_oci, stderr, Ctx, ReadImage};
+use crate::image::{all_paths, entry, listing, read_oci, stderr, Ctx, ReadImage};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -91,30 +91,10 @@ fn build_local(c: &Ctx, extra: &[&str]) -> ReadImage {
     read_oci(&std::fs::read(&out).expect("reading out.tar"))
 }
 
-/// The layer listing line of `path`, split into its fields (path, type,
-/// mode, uid, gid, size, sha256, link, mtime).
-fn entry<'a>(lines: &'a [String], path: &str) -> Vec<&'a str> {
-    lines
-        .iter()
-        .find(|l| l.split('\t').next() == Some(path))
-        .unwrap_or_else(|| panic!("{path} is not in the layer:\n{}", lines.join("\n")))
-        .split('\t')
-        .collect()
-}
-
 fn names(lines: &[String]) -> Vec<&str> {
     lines
         .iter()
         .map(|l| l.split('\t').next().unwrap_or(""))
-        .collect()
-}
-
-/// Every path of every layer of the image.
-fn all_paths(img: &ReadImage) -> Vec<String> {
-    img.layers
-        .iter()
-        .flat_map(|l| listing(l))
-        .map(|l| l.split('\t').next().unwrap_or("").to_string())
         .collect()
 }
 

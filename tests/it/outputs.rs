@@ -2,7 +2,7 @@
 //! layer compression, several outputs at once, `--iidfile`,
 //! `--metadata-file`, `-t` names and `--label`, each read back and checked.
 
-use crate::image::{listing, read_oci, stderr, tar_files, Ctx, ReadImage};
+use crate::image::{entry, listing, read_oci, stderr, tar_files, Ctx, ReadImage};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -94,16 +94,6 @@ fn describe(dir: &Path) -> Vec<String> {
         ));
     }
     out
-}
-
-/// The layer listing line of `path`, split into its fields.
-fn entry<'a>(lines: &'a [String], path: &str) -> Vec<&'a str> {
-    lines
-        .iter()
-        .find(|l| l.split('\t').next() == Some(path))
-        .unwrap_or_else(|| panic!("{path} is not in the archive:\n{}", lines.join("\n")))
-        .split('\t')
-        .collect()
 }
 
 fn media_types(img: &ReadImage) -> Vec<String> {

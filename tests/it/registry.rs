@@ -2,7 +2,7 @@
 //! distribution registry) on a free loopback port, seeded with skopeo from
 //! an image kiln built.
 
-use crate::image::{listing, stderr, Ctx};
+use crate::image::{listing, serve_http, stderr, Ctx, Reply};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -193,7 +193,6 @@ fn missing_registry_image_is_a_clear_error() {
 #[test]
 fn a_lying_registry_is_refused() {
     use sha2::Digest as _;
-    use std::io::{BufRead, BufReader, Write};
     let hex = |b: &[u8]| -> String {
         sha2::Sha256::digest(b)
             .iter()
@@ -221,64 +220,26 @@ fn a_lying_registry_is_refused() {
     let claimed = format!("sha256:{}", hex(&layer_claimed));
     let liar_manifest = manifest(&claimed, 100);
     let short_manifest = manifest(&claimed, 100);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let config_c = config.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    const BLOB: &str = "application/octet-stream";
+    let config_hex = hex(config.as_bytes());
+    let addr = serve_http(move |path| {
+        if path.ends_with("/liar/manifests/1") {
+            Reply::ok(MANIFEST, liar_manifest.clone().into_bytes())
+        } else if path.ends_with("/short/manifests/1") {
+            Reply::ok(MANIFEST, short_manifest.clone().into_bytes())
+        } else if path.contains("/blobs/") && path.ends_with(&config_hex) {
+            Reply::ok(BLOB, config.clone().into_bytes())
+        } else if path.starts_with("/v2/liar/blobs/") {
+            Reply::ok(BLOB, layer_sent.clone())
+        } else if path.starts_with("/v2/short/blobs/") {
+            // Declares 100 bytes, sends 10, hangs up.
+            Reply {
+                declared: 100,
+                ..Reply::ok(BLOB, layer_claimed[..10].to_vec())
             }
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
-                    break;
-                }
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let mut s = stream;
-            let (ctype, body, declared): (&str, Vec<u8>, usize) =
-                if path.ends_with("/liar/manifests/1") {
-                    (
-                        "application/vnd.oci.image.manifest.v1+json",
-                        liar_manifest.clone().into_bytes(),
-                        liar_manifest.len(),
-                    )
-                } else if path.ends_with("/short/manifests/1") {
-                    (
-                        "application/vnd.oci.image.manifest.v1+json",
-                        short_manifest.clone().into_bytes(),
-                        short_manifest.len(),
-                    )
-                } else if path.contains("/blobs/") && path.ends_with(&hex(config_c.as_bytes())) {
-                    (
-                        "application/octet-stream",
-                        config_c.clone().into_bytes(),
-                        config_c.len(),
-                    )
-                } else if path.starts_with("/v2/liar/blobs/") {
-                    (
-                        "application/octet-stream",
-                        layer_sent.clone(),
-                        layer_sent.len(),
-                    )
-                } else if path.starts_with("/v2/short/blobs/") {
-                    // Declares 100 bytes, sends 10, hangs up.
-                    (
-                        "application/octet-stream",
-                        layer_claimed[..10].to_vec(),
-                        100,
-                    )
-                } else {
-                    let _ = s.write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    );
-                    continue;
-                };
-            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n");
-            let _ = s.write_all(&body);
+        } else {
+            Reply::status("404 Not Found")
         }
     });
     for (repo, want) in [
@@ -464,7 +425,6 @@ fn push_then_pull_back() {
 #[test]
 fn transient_registry_failures_are_retried() {
     use sha2::Digest as _;
-    use std::io::{BufRead, BufReader, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     let hex = |b: &[u8]| -> String {
@@ -497,62 +457,36 @@ fn transient_registry_failures_are_retried() {
                     "digest": layer_digest.clone(), "size": layer.len()}],
     })
     .to_string();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
     let manifest_hits = Arc::new(AtomicUsize::new(0));
     let layer_hits = Arc::new(AtomicUsize::new(0));
     let (mh, lh) = (manifest_hits.clone(), layer_hits.clone());
     let config_hex = hex(config.as_bytes());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
+    let addr = serve_http(move |path| {
+        if path.contains("/manifests/") {
+            if mh.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Reply::status("503 Service Unavailable");
             }
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
-                    break;
-                }
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let mut s = stream;
-            let (ctype, body, declared) = if path.contains("/manifests/") {
-                if mh.fetch_add(1, Ordering::SeqCst) == 0 {
-                    let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    continue;
-                }
-                (
-                    "application/vnd.oci.image.manifest.v1+json",
-                    manifest.clone().into_bytes(),
-                    manifest.len(),
-                )
-            } else if path.ends_with(&config_hex) {
-                (
-                    "application/octet-stream",
-                    config.clone().into_bytes(),
-                    config.len(),
-                )
-            } else if path.contains("/blobs/") {
-                if lh.fetch_add(1, Ordering::SeqCst) == 0 {
-                    // Declares the whole layer, sends half, hangs up.
-                    (
+            Reply::ok(
+                "application/vnd.oci.image.manifest.v1+json",
+                manifest.clone().into_bytes(),
+            )
+        } else if path.ends_with(&config_hex) {
+            Reply::ok("application/octet-stream", config.clone().into_bytes())
+        } else if path.contains("/blobs/") {
+            if lh.fetch_add(1, Ordering::SeqCst) == 0 {
+                // Declares the whole layer, sends half, hangs up.
+                Reply {
+                    declared: layer.len(),
+                    ..Reply::ok(
                         "application/octet-stream",
                         layer[..layer.len() / 2].to_vec(),
-                        layer.len(),
                     )
-                } else {
-                    ("application/octet-stream", layer.clone(), layer.len())
                 }
             } else {
-                let _ = s.write_all(
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                continue;
-            };
-            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n");
-            let _ = s.write_all(&body);
+                Reply::ok("application/octet-stream", layer.clone())
+            }
+        } else {
+            Reply::status("404 Not Found")
         }
     });
     let c = Ctx::new(&format!("FROM {addr}/flaky:1\n"), &[]);
