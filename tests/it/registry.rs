@@ -71,6 +71,18 @@ impl Registry {
         panic!("the registry did not start");
     }
 
+    /// Builds a small base image (`/base/base.txt`) with kiln and pushes it
+    /// as `repo:tag` with skopeo; returns its context.
+    pub fn seed_base(&self, dest: &str, creds: Option<&str>) -> Ctx {
+        let b = Ctx::new(
+            "FROM scratch\nCOPY base.txt /base/\n",
+            &[("base.txt", "base\n")],
+        );
+        b.build_oci(&["-t", "base:v1"]);
+        self.push_archive_as(&b.path("out.tar"), "v1", dest, creds);
+        b
+    }
+
     /// Copies an OCI archive into the registry as `repo:tag`, with skopeo.
     pub fn push_archive(&self, archive: &std::path::Path, tag_in_archive: &str, dest: &str) {
         self.push_archive_as(archive, tag_in_archive, dest, None);
@@ -269,12 +281,7 @@ fn a_lying_registry_is_refused() {
 #[test]
 fn pulled_images_are_reused_offline() {
     let reg = Registry::start();
-    let b = Ctx::new(
-        "FROM scratch\nCOPY base.txt /base/\n",
-        &[("base.txt", "base\n")],
-    );
-    b.build_oci(&["-t", "base:v1"]);
-    reg.push_archive(&b.path("out.tar"), "v1", "base:v1");
+    reg.seed_base("base:v1", None);
     let c = Ctx::new(
         &format!("FROM {}/base:v1\nCOPY a /a\n", reg.addr),
         &[("a", "a\n")],
@@ -296,17 +303,7 @@ fn pulled_images_are_reused_offline() {
 #[test]
 fn basic_auth_from_docker_config() {
     let reg = Registry::start_with(Some(("alice", "s3cret-pw")));
-    let b = Ctx::new(
-        "FROM scratch\nCOPY base.txt /base/\n",
-        &[("base.txt", "base\n")],
-    );
-    b.build_oci(&["-t", "base:v1"]);
-    reg.push_archive_as(
-        &b.path("out.tar"),
-        "v1",
-        "private/base:v1",
-        Some("alice:s3cret-pw"),
-    );
+    reg.seed_base("private/base:v1", Some("alice:s3cret-pw"));
     let c = Ctx::new(&format!("FROM {}/private/base:v1\n", reg.addr), &[]);
     let docker_config = |user_pass: &str| {
         let dir = c.path(&format!("docker-{}", user_pass.len()));
@@ -560,12 +557,7 @@ fn push_archive_and_pull_subcommands() {
 #[test]
 fn push_mounts_layers_from_the_base_repository() {
     let reg = Registry::start();
-    let b = Ctx::new(
-        "FROM scratch\nCOPY base.txt /base/\n",
-        &[("base.txt", "base\n")],
-    );
-    b.build_oci(&["-t", "base:v1"]);
-    reg.push_archive(&b.path("out.tar"), "v1", "team/base:v1");
+    reg.seed_base("team/base:v1", None);
     let c = Ctx::new(
         &format!("FROM {}/team/base:v1\nCOPY a /a\n", reg.addr),
         &[("a", "a\n")],
@@ -720,17 +712,7 @@ fn login_and_logout() {
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt;
     let reg = Registry::start_with(Some(("bob", "hunter2-pw")));
-    let b = Ctx::new(
-        "FROM scratch\nCOPY base.txt /base/\n",
-        &[("base.txt", "base\n")],
-    );
-    b.build_oci(&["-t", "base:v1"]);
-    reg.push_archive_as(
-        &b.path("out.tar"),
-        "v1",
-        "private/base:v1",
-        Some("bob:hunter2-pw"),
-    );
+    let b = reg.seed_base("private/base:v1", Some("bob:hunter2-pw"));
     let cfg_dir = b.path("docker-config");
     let login = |password: &str| {
         let mut child = Command::new(crate::util::kiln_bin())
