@@ -21,6 +21,30 @@ impl Registry {
     /// With `Some((user, password))`, the registry asks for basic auth
     /// (an htpasswd file made with Debian's apache2-utils).
     pub fn start_with(auth: Option<(&str, &str)>) -> Registry {
+        Registry::start_config(|dir| match auth {
+            Some((user, pass)) => {
+                let o = Command::new("htpasswd")
+                    .args(["-Bbn", user, pass])
+                    .output()
+                    .expect("htpasswd (Debian's apache2-utils; scripts/test installs it)");
+                assert!(o.status.success());
+                let file = dir.join("htpasswd");
+                std::fs::write(&file, o.stdout).expect("htpasswd file");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+            None => String::new(),
+        })
+    }
+
+    /// A registry whose config.yml gets `extra(dir)` appended, where `dir`
+    /// is the registry's own temporary directory (for key, certificate or
+    /// htpasswd files). The YAML before it ends inside the `http:` section
+    /// (`  addr: ...`), so text indented by two spaces adds to `http:`
+    /// (`  tls:`), and unindented text adds top-level sections (`auth:`).
+    pub fn start_config(extra: impl FnOnce(&std::path::Path) -> String) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -32,19 +56,7 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
-        if let Some((user, pass)) = auth {
-            let o = Command::new("htpasswd")
-                .args(["-Bbn", user, pass])
-                .output()
-                .expect("htpasswd (Debian's apache2-utils; scripts/test installs it)");
-            assert!(o.status.success());
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, o.stdout).expect("htpasswd file");
-            yml.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
-                file.display()
-            ));
-        }
+        yml.push_str(&extra(dir.path()));
         std::fs::write(&config, yml).expect("config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
         let child = Command::new("docker-registry")
