@@ -16,6 +16,11 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// A registry to reach over plain HTTP, or over HTTPS without checking
+    /// its certificate (repeatable; also `insecure-registries` in
+    /// ~/.config/kiln/config.json). Loopback registries are insecure already.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +70,9 @@ pub struct PullArgs {
     /// Where kiln keeps its store (default: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// How to show progress (plain: bytes per layer).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Progress,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +86,9 @@ pub struct PushArgs {
     /// Where kiln keeps its store (default: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// How to show progress (plain: bytes per layer).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Progress,
 }
 
 /// `--progress` modes.

@@ -15,6 +15,7 @@ pub mod export;
 pub mod image;
 pub mod layer;
 pub mod plan;
+pub mod progress;
 pub mod registry;
 pub mod snapshot;
 pub mod store;
@@ -22,9 +23,17 @@ pub mod store;
 /// An error with its causes, on one line: `what: why: deeper why`.
 pub fn error_chain(e: &anyhow::Error) -> String {
     let mut s = e.to_string();
+    let mut last = s.clone();
     for c in e.chain().skip(1) {
+        let c = c.to_string();
+        // Wrappers (an io::Error around an HTTP error) often repeat their
+        // cause's words.
+        if c == last || last.ends_with(&c) {
+            continue;
+        }
         s.push_str(": ");
-        s.push_str(&c.to_string());
+        s.push_str(&c);
+        last = c;
     }
     s
 }

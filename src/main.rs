@@ -6,6 +6,25 @@ use kiln::cmd;
 
 fn main() {
     let cli = Cli::parse();
+    match kiln::registry::configured_insecure() {
+        Ok(mut insecure) => {
+            insecure.extend(cli.insecure_registries.iter().cloned());
+            kiln::registry::set_insecure(insecure);
+        }
+        Err(e) => {
+            eprintln!("error: {}", kiln::error_chain(&e));
+            std::process::exit(cmd::exit::USAGE);
+        }
+    }
+    let progress = match &cli.command {
+        Command::Build(a) => Some(a.progress),
+        Command::Pull(a) => Some(a.progress),
+        Command::Push(a) => Some(a.progress),
+        _ => None,
+    };
+    if progress == Some(kiln::cli::Progress::Plain) {
+        kiln::progress::set(Box::new(kiln::progress::Plain::default()));
+    }
     let result = match &cli.command {
         Command::Build(args) => cmd::build::run(args),
         Command::Check(args) => cmd::check::run(args),

@@ -482,9 +482,10 @@ fn open_registry(reference: &str) -> Result<(crate::registry::Reference, crate::
 }
 
 /// Downloads the manifest's layers the store lacks, up to 4 at a time
-/// (one client each).
+/// (on clones of `client`, which share its credentials).
 fn download_layers(
     r: &crate::registry::Reference,
+    client: &crate::registry::Client,
     manifest: &oci_spec::image::ImageManifest,
     store: &Store,
 ) -> Result<()> {
@@ -494,29 +495,10 @@ fn download_layers(
         .map(|d| (d.digest().to_string(), d.size()))
         .filter(|(d, _)| !store.has(d))
         .collect();
-    for chunk in wanted.chunks(4) {
-        let results: Vec<Result<PathBuf>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|(digest, size)| {
-                    let r = r.clone();
-                    scope.spawn(move || {
-                        let mut c = crate::registry::Client::new(r)?;
-                        c.blob(digest, *size, store)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("a download thread panicked")))
-                })
-                .collect()
-        });
-        for res in results {
-            res.with_context(|| format!("{r}"))?;
-        }
+    for res in crate::registry::parallel(&wanted, 4, |(digest, size)| {
+        client.clone().blob(digest, *size, store)
+    }) {
+        res.with_context(|| format!("{r}"))?;
     }
     Ok(())
 }
@@ -533,7 +515,7 @@ fn pull(
 ) -> Result<Image> {
     let (r, mut client) = open_registry(reference)?;
     let (manifest, config, _) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
-    download_layers(&r, &manifest, store)?;
+    download_layers(&r, &client, &manifest, store)?;
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(&config.rootfs.diff_ids) {
         let digest = desc.digest().to_string();
@@ -556,7 +538,7 @@ pub fn pull_to_store(
 ) -> Result<String> {
     let (r, mut client) = open_registry(reference)?;
     let (manifest, _, digest) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
-    download_layers(&r, &manifest, store)?;
+    download_layers(&r, &client, &manifest, store)?;
     Ok(digest)
 }
 

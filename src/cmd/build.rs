@@ -279,20 +279,16 @@ fn push(
         let r =
             crate::registry::Reference::parse(tag).map_err(|e| anyhow::anyhow!("{tag}: {e}"))?;
         let mut client = crate::registry::Client::new(r.clone())?;
-        let (mut uploaded, mut mounted) = (0, 0);
-        for l in &image.layers {
-            match client
-                .push_blob(&l.digest, store)
-                .with_context(|| format!("pushing {r}"))?
-            {
-                crate::registry::Pushed::Uploaded => uploaded += 1,
-                crate::registry::Pushed::Mounted => mounted += 1,
-                crate::registry::Pushed::Exists => {}
-            }
-        }
-        client
-            .push_blob(&docs.config.digest, store)
+        // The config first: it is small, and brings the push token.
+        let mut blobs = vec![docs.config.digest.clone()];
+        blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
+        let pushed = crate::registry::push_blobs(&mut client, &blobs, store)
             .with_context(|| format!("pushing {r}"))?;
+        let count = |p| pushed.iter().skip(1).filter(|x| **x == p).count();
+        let (uploaded, mounted) = (
+            count(crate::registry::Pushed::Uploaded),
+            count(crate::registry::Pushed::Mounted),
+        );
         let digest = client
             .push_manifest(r.object(), docs.manifest.media_type, &docs.manifest.bytes)
             .with_context(|| format!("pushing {r}"))?;

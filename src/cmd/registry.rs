@@ -89,32 +89,79 @@ fn push_archive(args: &PushArgs, store: &Store) -> Result<String> {
             args.archive.display()
         )
     })?;
+    let raw_index = index;
     let index: oci_spec::image::ImageIndex =
-        serde_json::from_slice(&index).context("index.json is not valid")?;
-    let desc = match index.manifests().as_slice() {
-        [one] => one.clone(),
-        [] => bail!("the archive holds no image"),
-        _ => bail!("the archive holds several images; kiln push takes one"),
-    };
-    let manifest_digest = desc.digest().to_string();
-    let bytes = store.read(&manifest_digest)?;
-    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&bytes)
-        .context("the manifest is not valid (an index cannot be pushed yet)")?;
+        serde_json::from_slice(&raw_index).context("index.json is not valid")?;
     let r = crate::registry::Reference::parse(&args.reference)
         .map_err(|e| anyhow!("{}: {e}", args.reference))?;
     let mut client = crate::registry::Client::new(r.clone())?;
-    for l in manifest.layers() {
-        client.push_blob(l.digest().as_ref(), store)?;
-    }
-    client.push_blob(manifest.config().digest().as_ref(), store)?;
-    // The manifest's own media type wins over what index.json says.
-    let media = manifest
-        .media_type()
-        .as_ref()
-        .map_or_else(|| desc.media_type().to_string(), |m| m.to_string());
-    let pushed = client.push_manifest(r.object(), &media, &bytes)?;
+    let pushed = match index.manifests().as_slice() {
+        [] => bail!("the archive holds no image"),
+        [one] => push_tree(
+            &mut client,
+            one.digest().as_ref(),
+            &one.media_type().to_string(),
+            r.object(),
+            store,
+            0,
+        )?,
+        several => {
+            // Several images with platforms: one multi-platform image,
+            // pushed as the index the archive's index.json is.
+            if several.iter().any(|d| d.platform().is_none()) {
+                bail!(
+                    "the archive holds {} images, not all for a platform; kiln push takes one image or one multi-platform index",
+                    several.len()
+                );
+            }
+            for d in several {
+                let digest = d.digest().to_string();
+                push_tree(&mut client, &digest, &d.media_type().to_string(), &digest, store, 1)?;
+            }
+            client.push_manifest(r.object(), crate::image::OCI_INDEX, &raw_index)?
+        }
+    };
     eprintln!("pushed {r}@{pushed}");
     Ok(pushed)
+}
+
+/// Pushes a manifest (its blobs first) or an index (its manifests first,
+/// by digest), then the document itself under `tag`.
+fn push_tree(
+    client: &mut crate::registry::Client,
+    digest: &str,
+    listed_media: &str,
+    tag: &str,
+    store: &Store,
+    depth: u32,
+) -> Result<String> {
+    if depth > 2 {
+        bail!("{digest}: indexes nest too deeply");
+    }
+    let bytes = store.read(digest)?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{digest} in the archive is not JSON"))?;
+    // The document's own media type wins over what its parent says.
+    let media = doc
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or(listed_media)
+        .to_string();
+    if doc.get("manifests").is_some() {
+        let index: oci_spec::image::ImageIndex = serde_json::from_slice(&bytes)
+            .with_context(|| format!("the index {digest} is not valid"))?;
+        for m in index.manifests() {
+            let d = m.digest().to_string();
+            push_tree(client, &d, &m.media_type().to_string(), &d, store, depth + 1)?;
+        }
+    } else {
+        let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&bytes)
+            .with_context(|| format!("the manifest {digest} is not valid"))?;
+        let mut blobs = vec![manifest.config().digest().to_string()];
+        blobs.extend(manifest.layers().iter().map(|l| l.digest().to_string()));
+        crate::registry::push_blobs(client, &blobs, store)?;
+    }
+    client.push_manifest(tag, &media, &bytes)
 }
 
 /// The domain a `kiln login` argument names (`https://ghcr.io/` → `ghcr.io`).

@@ -8,10 +8,14 @@
 //! issue. This module knows nothing of Dockerfiles or snapshots.
 
 pub mod auth;
+mod token;
+mod upload;
+pub use upload::push_blobs;
 
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
+use std::sync::OnceLock;
 
 /// A normalized image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,21 +136,123 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 /// Largest manifest or index read.
 const MAX_MANIFEST: u64 = 4 << 20;
 
-/// A client for one repository.
+/// Registries named by `--insecure-registry` or kiln's config.
+static INSECURE: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Sets the registries that may be reached over plain HTTP, or over HTTPS
+/// without checking the certificate (the first call wins).
+pub fn set_insecure(registries: Vec<String>) {
+    let _ = INSECURE.set(registries);
+}
+
+fn is_insecure(domain: &str) -> bool {
+    INSECURE
+        .get()
+        .is_some_and(|l| l.iter().any(|r| r == domain))
+}
+
+/// The insecure registries in kiln's config file
+/// (`$KILN_CONFIG`, else `$XDG_CONFIG_HOME/kiln/config.json`, else
+/// `~/.config/kiln/config.json`), named as in docker's `daemon.json`:
+/// `{"insecure-registries": ["registry.local:5000"]}`.
+pub fn configured_insecure() -> Result<Vec<String>> {
+    let path = match std::env::var_os("KILN_CONFIG").filter(|p| !p.is_empty()) {
+        Some(p) => std::path::PathBuf::from(p),
+        None => match std::env::var_os("XDG_CONFIG_HOME").filter(|p| !p.is_empty()) {
+            Some(d) => std::path::PathBuf::from(d).join("kiln/config.json"),
+            None => match std::env::var_os("HOME").filter(|p| !p.is_empty()) {
+                Some(h) => std::path::PathBuf::from(h).join(".config/kiln/config.json"),
+                None => return Ok(Vec::new()),
+            },
+        },
+    };
+    let bytes = match crate::snapshot::read_small(&path, 1 << 20) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(rename = "insecure-registries", default)]
+        insecure: Vec<String>,
+    }
+    let c: Config = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not valid", path.display()))?;
+    Ok(c.insecure)
+}
+
+/// An HTTP status the registry answered, with its error body.
+#[derive(Debug)]
+pub struct StatusError {
+    pub url: String,
+    pub status: u16,
+    pub body: String,
+}
+
+impl std::fmt::Display for StatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = reqwest::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        write!(f, "{}: the registry answered HTTP {} {reason}", self.url, self.status)?;
+        if !self.body.is_empty() {
+            write!(f, ": {}", self.body)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StatusError {}
+
+/// A request body that can be sent again.
+pub(crate) enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// Blob `digest`'s bytes from `offset` to its end (`total`), read from
+    /// `path` and counted as push progress.
+    Blob {
+        path: &'a std::path::Path,
+        digest: &'a str,
+        offset: u64,
+        total: u64,
+    },
+}
+
+/// A client for one repository. Clones share the HTTP connections and
+/// the credentials found so far.
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::blocking::Client,
     reference: Reference,
+    /// `http://host` or `https://host`.
+    base: String,
+    /// Insecure: HTTPS without verification, falling back to plain HTTP.
+    insecure: bool,
     token: Option<String>,
     /// Send basic auth (the registry asked for it).
     basic: bool,
     creds: Option<auth::Credentials>,
+    /// Ask tokens for push access too.
+    push: bool,
+    /// Scopes a token needs beyond the challenge's (a mount's source).
+    extra_scopes: Vec<String>,
 }
 
 impl Client {
     pub fn new(reference: Reference) -> Result<Client> {
+        let insecure = is_insecure(&reference.domain);
         let mut builder = reqwest::blocking::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(30));
+            .connect_timeout(std::time::Duration::from_secs(30))
+            // No limit on a whole request: a big upload takes what it
+            // takes. A stalled upload ends when the peer stops taking
+            // bytes (TCP_USER_TIMEOUT); GET and HEAD set their own limit,
+            // which also bounds each read of a download.
+            .timeout(None)
+            .tcp_keepalive(std::time::Duration::from_secs(30))
+            .tcp_user_timeout(std::time::Duration::from_secs(60))
+            .danger_accept_invalid_certs(insecure);
         // A private CA, as OpenSSL-based tools take it.
         if let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) {
             let pem = crate::snapshot::read_small(std::path::Path::new(&path), 16 << 20)
@@ -166,26 +272,35 @@ impl Client {
         }
         let http = builder.build().context("cannot start the HTTP client")?;
         let creds = auth::lookup(&reference.domain).map_err(|e| anyhow!(e))?;
+        let base = reference.base_url();
         Ok(Client {
             http,
             reference,
+            base,
+            insecure,
             token: None,
             basic: false,
             creds,
+            push: false,
+            extra_scopes: Vec::new(),
         })
     }
 
-    fn get(&mut self, url: &str, accept: Option<&str>) -> Result<reqwest::blocking::Response> {
-        let headers: Vec<(&str, String)> = accept
-            .map(|a| vec![("Accept", a.to_string())])
-            .unwrap_or_default();
-        self.request(reqwest::Method::GET, url, &headers, None, &[200])
+    /// `https://host/v2/<repository>`.
+    fn repo_url(&self) -> String {
+        format!("{}/v2/{}", self.base, self.reference.repository)
     }
 
+    /// Adds credentials, but only for the registry itself: never for
+    /// another host (or scheme) an upload Location or redirect names.
     fn authorize(
         &self,
+        url: &str,
         req: reqwest::blocking::RequestBuilder,
     ) -> reqwest::blocking::RequestBuilder {
+        if !url.starts_with(&format!("{}/", self.base)) {
+            return req;
+        }
         if let Some(t) = &self.token {
             req.bearer_auth(t)
         } else if let (true, Some(c)) = (self.basic, &self.creds) {
@@ -195,158 +310,212 @@ impl Client {
         }
     }
 
-    /// Sends a request whose body (if any) can be sent twice, answering
-    /// one 401 challenge (basic auth, or a bearer token for the scope the
-    /// registry names). Statuses other than `ok` are errors naming the URL.
-    fn request(
+    fn build(
+        &self,
+        method: &reqwest::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &Body,
+    ) -> Result<reqwest::blocking::RequestBuilder> {
+        let mut req = self.http.request(method.clone(), url);
+        if method == reqwest::Method::GET || method == reqwest::Method::HEAD {
+            req = req.timeout(IDLE);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        req = match body {
+            Body::Empty => req,
+            Body::Bytes(b) => req.body(b.to_vec()),
+            Body::Blob {
+                path,
+                digest,
+                offset,
+                total,
+            } => {
+                let mut f = std::fs::File::open(path)
+                    .with_context(|| format!("cannot open blob {digest}"))?;
+                f.seek(std::io::SeekFrom::Start(*offset))
+                    .with_context(|| format!("cannot read blob {digest}"))?;
+                let len = total.saturating_sub(*offset);
+                let meter = Meter {
+                    inner: f.take(len),
+                    action: crate::progress::Action::Push,
+                    digest: digest.to_string(),
+                    done: *offset,
+                    total: *total,
+                };
+                req.body(reqwest::blocking::Body::sized(meter, len))
+            }
+        };
+        Ok(self.authorize(url, req))
+    }
+
+    /// Sends a request, answering the registry's 401 challenges (basic
+    /// auth, or a bearer token for the scope it names; once more when a
+    /// token has expired) and trying again up to `attempts` times after
+    /// connection failures, timeouts, HTTP 429 and 5xx. A status outside
+    /// `ok` is a [`StatusError`].
+    pub(crate) fn send(
         &mut self,
         method: reqwest::Method,
         url: &str,
         headers: &[(&str, String)],
-        body: Option<&[u8]>,
+        body: &Body,
         ok: &[u16],
+        attempts: u32,
     ) -> Result<reqwest::blocking::Response> {
-        for attempt in 0..2 {
-            let mut req = self.http.request(method.clone(), url);
-            for (k, v) in headers {
-                req = req.header(*k, v);
-            }
-            if let Some(b) = body {
-                req = req.body(b.to_vec());
-            }
-            let resp = send_with_retries(self.authorize(req), url)?;
-            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
-                let challenge = resp
-                    .headers()
-                    .get(reqwest::header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                if challenge.starts_with("Basic") {
-                    if self.creds.is_none() {
-                        bail!(
-                            "{url}: the registry asks for credentials (HTTP 401) and none are configured for {} \
-                             (docker login, or auths in $DOCKER_CONFIG/config.json)",
-                            self.reference.domain
-                        );
+        let mut url = url.to_string();
+        let (mut attempt, mut reauth) = (0, 0);
+        loop {
+            let req = self.build(&method, &url, headers, body)?;
+            let resp = match req.send() {
+                Ok(r) => r,
+                Err(e) => {
+                    if self.insecure && e.is_connect() && url.starts_with("https://") {
+                        // An insecure registry that does not speak TLS.
+                        self.base = self.base.replacen("https://", "http://", 1);
+                        url = url.replacen("https://", "http://", 1);
+                        continue;
                     }
-                    self.basic = true;
-                } else {
-                    self.token = Some(self.fetch_token(&challenge)?);
+                    attempt += 1;
+                    let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+                    if !transient || attempt >= attempts {
+                        let hint = if e.is_connect() && url.starts_with("https://") {
+                            format!(
+                                " (if {} is a plain-HTTP registry, pass --insecure-registry {})",
+                                self.reference.domain, self.reference.domain
+                            )
+                        } else {
+                            String::new()
+                        };
+                        return Err(anyhow::Error::new(e.without_url()))
+                            .with_context(|| format!("cannot reach {url}{hint}"));
+                    }
+                    pause(attempt - 1);
+                    continue;
                 }
+            };
+            let status = resp.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED && reauth < 2 {
+                self.answer_challenge(&resp, reauth, &url)?;
+                reauth += 1;
                 continue;
             }
-            let status = resp.status();
             if status == reqwest::StatusCode::UNAUTHORIZED {
                 bail!("{url}: the registry refused the credentials (HTTP 401)");
+            }
+            let transient = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+            if transient && attempt + 1 < attempts {
+                // A 429 (or 503) may say how long to wait; kiln waits up
+                // to 30 s.
+                let wait = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                match wait {
+                    Some(secs) => std::thread::sleep(std::time::Duration::from_secs(secs.min(30))),
+                    None => pause(attempt),
+                }
+                attempt += 1;
+                continue;
             }
             if !ok.contains(&status.as_u16()) {
                 let mut text = String::new();
                 let _ = resp.take(2048).read_to_string(&mut text);
-                bail!(
-                    "{url}: the registry answered HTTP {status}: {}",
-                    text.trim()
-                );
+                return Err(StatusError {
+                    url,
+                    status: status.as_u16(),
+                    body: text.trim().to_string(),
+                }
+                .into());
             }
             return Ok(resp);
         }
-        bail!("{url}: the registry refused the credentials (HTTP 401)")
     }
 
-    /// Puts a blob from the store into the repository, unless it is there
-    /// already: mounted from another repository of the same registry when
-    /// kiln pulled it from there, else uploaded in one streamed request.
-    pub fn push_blob(&mut self, digest: &str, store: &Store) -> Result<Pushed> {
-        let base = format!(
-            "{}/v2/{}",
-            self.reference.base_url(),
-            self.reference.repository
-        );
-        let head = format!("{base}/blobs/{digest}");
-        let exists = self.request(reqwest::Method::HEAD, &head, &[], None, &[200, 404])?;
-        if exists.status() == reqwest::StatusCode::OK {
-            return Ok(Pushed::Exists);
-        }
-        let from = store.source(digest).and_then(|s| {
-            let (domain, repo) = s.split_once('/')?;
-            (domain == self.reference.domain && repo != self.reference.repository)
-                .then(|| repo.to_string())
-        });
-        let start_url = match &from {
-            Some(repo) => format!("{base}/blobs/uploads/?mount={digest}&from={repo}"),
-            None => format!("{base}/blobs/uploads/"),
-        };
-        let start = self.request(
-            reqwest::Method::POST,
-            &start_url,
-            &[("Content-Length", "0".to_string())],
-            None,
-            &[201, 202],
-        )?;
-        if start.status() == reqwest::StatusCode::CREATED {
-            return Ok(Pushed::Mounted);
-        }
-        // 202: no mount (declined or not asked); upload where it says.
-        let location = start
+    fn get(&mut self, url: &str, accept: Option<&str>) -> Result<reqwest::blocking::Response> {
+        let headers: Vec<(&str, String)> = accept
+            .map(|a| vec![("Accept", a.to_string())])
+            .unwrap_or_default();
+        self.send(reqwest::Method::GET, url, &headers, &Body::Empty, &[200], ATTEMPTS)
+    }
+
+    /// Answers a 401: basic auth when the registry asks for it, else a
+    /// bearer token (a new one when the registry refused the last).
+    fn answer_challenge(
+        &mut self,
+        resp: &reqwest::blocking::Response,
+        reauth: u32,
+        url: &str,
+    ) -> Result<()> {
+        let challenge = resp
             .headers()
-            .get(reqwest::header::LOCATION)
+            .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| anyhow!("{base}: the upload has no Location"))?
+            .unwrap_or("")
             .to_string();
-        let mut url = if location.starts_with("http://") || location.starts_with("https://") {
-            location
-        } else {
-            format!("{}{location}", self.reference.base_url())
-        };
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!("digest={digest}"));
-        let path = store.blob_path(digest)?;
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("cannot open blob {digest}"))?;
-        let len = file
-            .metadata()
-            .with_context(|| format!("cannot read blob {digest}"))?
-            .len();
-        let req = self
-            .http
-            .put(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(reqwest::blocking::Body::sized(file, len));
-        // Credentials go only to the registry itself, never to another
-        // host (or scheme) an upload Location points at.
-        let same_origin = url.starts_with(&format!("{}/", self.reference.base_url()));
-        let req = if same_origin {
-            self.authorize(req)
-        } else {
-            req
-        };
-        let resp = req
-            .send()
-            .map_err(|e| e.without_url())
-            .with_context(|| format!("cannot upload blob {digest}"))?;
-        if resp.status() != reqwest::StatusCode::CREATED {
+        let domain = &self.reference.domain;
+        if challenge.to_ascii_lowercase().starts_with("basic") {
+            if self.creds.is_none() {
+                bail!(
+                    "{url}: the registry asks for credentials (HTTP 401) and none are configured for {domain} \
+                     (kiln login {domain}, or auths in $DOCKER_CONFIG/config.json)"
+                );
+            }
+            if self.basic {
+                bail!("{url}: the registry refused the credentials (HTTP 401)");
+            }
+            self.basic = true;
+            return Ok(());
+        }
+        let c = token::Challenge::parse(&challenge)
+            .with_context(|| format!("{url}: the registry answered HTTP 401 with"))?;
+        let scopes = token::scopes_for(
+            &c,
+            &self.reference.repository,
+            self.push,
+            &self.extra_scopes,
+        );
+        // A password travels to the token service only over HTTPS (or to
+        // a plain-HTTP registry's own plain-HTTP service).
+        let send_creds = c.realm.starts_with("https://") || self.base.starts_with("http://");
+        let stale = self.token.take();
+        let t = token::get(
+            &self.http,
+            &c,
+            &scopes,
+            self.creds.as_ref(),
+            send_creds,
+            stale.as_deref(),
+        )
+        .with_context(|| format!("{url}: the registry asks for a token (HTTP 401)"))?;
+        if reauth > 0 && stale.as_deref() == Some(t.as_str()) {
+            bail!("{url}: the registry refused the token (HTTP 401)");
+        }
+        if reauth > 0 && self.creds.is_none() {
             bail!(
-                "uploading blob {digest}: the registry answered HTTP {}",
-                resp.status()
+                "{url}: the registry asks for credentials (HTTP 401) and none are configured for {domain} \
+                 (kiln login {domain}, or auths in $DOCKER_CONFIG/config.json)"
             );
         }
-        Ok(Pushed::Uploaded)
+        self.token = Some(t);
+        Ok(())
     }
 
-    /// Puts a manifest under `tag`; returns the digest the registry
-    /// reports (checked against the bytes' own).
+    /// Puts a manifest under `tag` (or its digest); returns the digest
+    /// the registry reports (checked against the bytes' own).
     pub fn push_manifest(&mut self, tag: &str, media_type: &str, bytes: &[u8]) -> Result<String> {
-        let url = format!(
-            "{}/v2/{}/manifests/{tag}",
-            self.reference.base_url(),
-            self.reference.repository
-        );
-        let resp = self.request(
+        self.push = true;
+        let url = format!("{}/manifests/{tag}", self.repo_url());
+        let resp = self.send(
             reqwest::Method::PUT,
             &url,
             &[("Content-Type", media_type.to_string())],
-            Some(bytes),
+            &Body::Bytes(bytes),
             &[201],
+            ATTEMPTS,
         )?;
         let digest = format!("sha256:{}", crate::layer::compress::sha256_hex(bytes));
         if let Some(d) = resp
@@ -361,62 +530,6 @@ impl Client {
         Ok(digest)
     }
 
-    /// Anonymous bearer token for a `Bearer realm=...,service=...,scope=...`
-    /// challenge.
-    fn fetch_token(&self, challenge: &str) -> Result<String> {
-        let Some(params) = challenge.strip_prefix("Bearer ") else {
-            bail!(
-                "{}: the registry answered HTTP 401 with an authentication scheme kiln does not know: {challenge:?}",
-                self.reference
-            );
-        };
-        let mut realm = None;
-        let mut query = Vec::new();
-        for part in split_params(params) {
-            let Some((k, v)) = part.split_once('=') else {
-                continue;
-            };
-            let v = v.trim_matches('"').to_string();
-            match k.trim() {
-                "realm" => realm = Some(v),
-                k => query.push((k.to_string(), v)),
-            }
-        }
-        let realm =
-            realm.ok_or_else(|| anyhow!("the registry's challenge has no realm: {challenge}"))?;
-        if !query.iter().any(|(k, _)| k == "scope") {
-            query.push((
-                "scope".into(),
-                format!("repository:{}:pull,push", self.reference.repository),
-            ));
-        }
-        let mut req = self.http.get(&realm).query(&query);
-        // A password travels to the token service only over HTTPS (or to
-        // a loopback registry's own plain-HTTP service).
-        let safe =
-            realm.starts_with("https://") || self.reference.base_url().starts_with("http://");
-        if let (Some(c), true) = (&self.creds, safe) {
-            req = req.basic_auth(&c.username, Some(&c.password));
-        }
-        let resp = req
-            .send()
-            .with_context(|| format!("cannot reach the token service {realm}"))?;
-        if !resp.status().is_success() {
-            bail!("the token service {realm} answered HTTP {}", resp.status());
-        }
-        let mut body = Vec::new();
-        resp.take(MAX_MANIFEST)
-            .read_to_end(&mut body)
-            .context("cannot read the token")?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).context("the token service sent no JSON")?;
-        v.get("token")
-            .or_else(|| v.get("access_token"))
-            .and_then(|t| t.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("the token service sent no token"))
-    }
-
     /// Fetches a manifest or index by tag or digest: its bytes, media type
     /// and digest (checked when asked for by digest).
     pub fn manifest(&mut self, object: &str) -> Result<(Vec<u8>, String, String)> {
@@ -428,11 +541,7 @@ impl Client {
                 )
             })?;
         }
-        let url = format!(
-            "{}/v2/{}/manifests/{object}",
-            self.reference.base_url(),
-            self.reference.repository
-        );
+        let url = format!("{}/manifests/{object}", self.repo_url());
         let resp = self.get(&url, Some(ACCEPT))?;
         let media = resp
             .headers()
@@ -467,8 +576,8 @@ impl Client {
     pub fn check_login(reference: Reference, creds: auth::Credentials) -> Result<()> {
         let mut c = Client::new(reference)?;
         c.creds = Some(creds);
-        let url = format!("{}/v2/", c.reference.base_url());
-        c.request(reqwest::Method::GET, &url, &[], None, &[200])?;
+        let url = format!("{}/v2/", c.base);
+        c.send(reqwest::Method::GET, &url, &[], &Body::Empty, &[200], ATTEMPTS)?;
         Ok(())
     }
 
@@ -507,25 +616,29 @@ impl Client {
     }
 
     /// Streams a blob into the store, checking its digest and size; does
-    /// nothing when the store has it.
+    /// nothing when the store has it. A body cut short is fetched again; a
+    /// wrong digest is not (the registry would only lie again).
     pub fn blob(&mut self, digest: &str, size: u64, store: &Store) -> Result<std::path::PathBuf> {
         if store.has(digest) {
             return Ok(store.blob_path(digest)?);
         }
-        let url = format!(
-            "{}/v2/{}/blobs/{digest}",
-            self.reference.base_url(),
-            self.reference.repository
-        );
-        // A body cut short is tried again; a wrong digest is not (the
-        // registry would only lie again).
+        let url = format!("{}/blobs/{digest}", self.repo_url());
         let mut attempt = 0;
         let (tmp, mut inner, actual, got) = loop {
-            let mut resp = self.get(&url, None)?;
+            let resp = self
+                .get(&url, None)
+                .with_context(|| format!("cannot download blob {digest}"))?;
             let tmp = store.temp_file()?;
             let file = tmp.reopen().context("cannot open a temporary file")?;
             let mut w = crate::layer::compress::HashingWriter::new(std::io::BufWriter::new(file));
-            match std::io::copy(&mut (&mut resp).take(size.saturating_add(1)), &mut w) {
+            let mut meter = Meter {
+                inner: resp.take(size.saturating_add(1)),
+                action: crate::progress::Action::Pull,
+                digest: digest.to_string(),
+                done: 0,
+                total: size,
+            };
+            match std::io::copy(&mut meter, &mut w) {
                 Ok(_) => {
                     let (inner, actual, got) = w.finish();
                     break (tmp, inner, actual, got);
@@ -535,7 +648,11 @@ impl Client {
                     pause(attempt);
                     attempt += 1;
                 }
-                Err(e) => return Err(e).with_context(|| format!("{url}: the download failed")),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("{url}: the download of blob {digest} failed {ATTEMPTS} times")
+                    })
+                }
             }
         };
         inner.flush().context("cannot write a blob")?;
@@ -546,6 +663,12 @@ impl Client {
             bail!("{url}: blob {digest} arrived with digest {actual}");
         }
         let path = store.commit(tmp, digest)?;
+        crate::progress::emit(&crate::progress::Event::Finished {
+            action: crate::progress::Action::Pull,
+            id: digest,
+            total: size,
+            how: "done",
+        });
         let _ = store.set_source(
             digest,
             &format!("{}/{}", self.reference.domain, self.reference.repository),
@@ -554,60 +677,81 @@ impl Client {
     }
 }
 
-/// Attempts per request: connection failures, timeouts, HTTP 429 and 5xx
-/// are tried again after a pause (0.2 s, then 0.8 s).
-const ATTEMPTS: u32 = 3;
-
-fn pause(attempt: u32) {
-    std::thread::sleep(std::time::Duration::from_millis(200 * 4u64.pow(attempt)));
+/// A reader that reports the bytes it passes as transfer progress.
+struct Meter<R> {
+    inner: R,
+    action: crate::progress::Action,
+    digest: String,
+    done: u64,
+    total: u64,
 }
 
-/// Sends a request (whose body can be cloned), retrying transient failures.
-fn send_with_retries(
-    req: reqwest::blocking::RequestBuilder,
-    url: &str,
-) -> Result<reqwest::blocking::Response> {
-    let mut last = None;
-    for attempt in 0..ATTEMPTS {
-        let Some(r) = req.try_clone() else {
-            return req
-                .send()
-                .map_err(|e| e.without_url())
-                .with_context(|| format!("cannot reach {url}"));
-        };
-        match r.send() {
-            Ok(resp) => {
-                let s = resp.status();
-                let transient = s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS;
-                if !transient || attempt + 1 == ATTEMPTS {
-                    return Ok(resp);
-                }
-                // A 429 says how long to wait; kiln waits up to 30 s.
-                let wait = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                if let Some(secs) = wait {
-                    std::thread::sleep(std::time::Duration::from_secs(secs.min(30)));
-                    continue;
-                }
-            }
-            Err(e) => {
-                let transient = e.is_connect() || e.is_timeout() || e.is_request();
-                if !transient || attempt + 1 == ATTEMPTS {
-                    return Err(anyhow::Error::new(e.without_url()))
-                        .with_context(|| format!("cannot reach {url}"));
-                }
-                last = Some(e);
-            }
-        }
-        pause(attempt);
+impl<R: Read> Read for Meter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        crate::progress::emit(&crate::progress::Event::Bytes {
+            action: self.action,
+            id: &self.digest,
+            done: self.done,
+            total: self.total,
+        });
+        Ok(n)
     }
-    Err(anyhow!(
-        "cannot reach {url}: {}",
-        last.map_or_else(String::new, |e| e.to_string())
-    ))
+}
+
+/// How long a GET or HEAD waits for an answer, or for the next bytes of
+/// a download.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Attempts per request: connection failures, timeouts, HTTP 429 and 5xx
+/// are tried again after a pause (0.2 s, 0.8 s, then 3.2 s).
+pub(crate) const ATTEMPTS: u32 = 4;
+
+pub(crate) fn pause(attempt: u32) {
+    std::thread::sleep(std::time::Duration::from_millis(200 * 4u64.pow(attempt.min(4))));
+}
+
+/// Runs `f` on every item, `workers` at a time; after a failure no new
+/// item starts. Results come in the items' order (those never started
+/// are errors saying so).
+pub fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Vec<Result<R>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Vec<Mutex<Option<Result<R>>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, items.len().max(1)) {
+            scope.spawn(|| loop {
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(anyhow!("not started: an earlier transfer failed")))
+        })
+        .collect()
 }
 
 /// The media type a stored manifest declares (or implies: an index has
@@ -621,23 +765,6 @@ fn media_type_of(bytes: &[u8]) -> String {
     }
 }
 
-/// Splits `a="x,y",b=z` at the commas outside quotes.
-fn split_params(s: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut start, mut quoted) = (0, false);
-    for (i, c) in s.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(&s[start..]);
-    out
-}
 
 #[cfg(test)]
 mod tests {
@@ -666,17 +793,5 @@ mod tests {
         let r = Reference::parse(&format!("ghcr.io/o/x:2@{d}")).expect("ok");
         assert_eq!(r.object(), d);
         assert!(Reference::parse("Upper/case").is_err());
-    }
-
-    #[test]
-    fn challenge_params() {
-        assert_eq!(
-            split_params(r#"realm="https://a/token",service="reg",scope="repository:x:pull,push""#),
-            vec![
-                r#"realm="https://a/token""#,
-                r#"service="reg""#,
-                r#"scope="repository:x:pull,push""#
-            ]
-        );
     }
 }

@@ -268,7 +268,7 @@ fn a_lying_registry_is_refused() {
     });
     for (repo, want) in [
         ("liar", "arrived with digest"),
-        ("short", "download failed"),
+        ("short", "failed 4 times"),
     ] {
         let c = Ctx::new(&format!("FROM {addr}/{repo}:1\n"), &[]);
         let o = c.kiln(&["-o", "type=tar,dest=-"]);
