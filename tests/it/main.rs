@@ -13,4 +13,5 @@ mod parse;
 mod plan;
 mod realworld;
 mod registry;
+mod token;
 mod util;
