@@ -549,7 +549,7 @@ fn one_pull_reuses_its_token() {
         scopes.len()
     );
     assert!(
-        reqs.len() <= scopes.len() + 1,
+        reqs.len() == scopes.len(),
         "kiln fetched {} tokens for {} scope(s) {scopes:?} in one pull: tokens should be cached per scope; requests: {:#?}",
         reqs.len(),
         scopes.len(),
