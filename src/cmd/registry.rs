@@ -116,7 +116,14 @@ fn push_archive(args: &PushArgs, store: &Store) -> Result<String> {
             }
             for d in several {
                 let digest = d.digest().to_string();
-                push_tree(&mut client, &digest, &d.media_type().to_string(), &digest, store, 1)?;
+                push_tree(
+                    &mut client,
+                    &digest,
+                    &d.media_type().to_string(),
+                    &digest,
+                    store,
+                    1,
+                )?;
             }
             client.push_manifest(r.object(), crate::image::OCI_INDEX, &raw_index)?
         }
@@ -152,7 +159,14 @@ fn push_tree(
             .with_context(|| format!("the index {digest} is not valid"))?;
         for m in index.manifests() {
             let d = m.digest().to_string();
-            push_tree(client, &d, &m.media_type().to_string(), &d, store, depth + 1)?;
+            push_tree(
+                client,
+                &d,
+                &m.media_type().to_string(),
+                &d,
+                store,
+                depth + 1,
+            )?;
         }
     } else {
         let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&bytes)

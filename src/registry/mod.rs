@@ -195,7 +195,11 @@ impl std::fmt::Display for StatusError {
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("");
-        write!(f, "{}: the registry answered HTTP {} {reason}", self.url, self.status)?;
+        write!(
+            f,
+            "{}: the registry answered HTTP {} {reason}",
+            self.url, self.status
+        )?;
         if !self.body.is_empty() {
             write!(f, ": {}", self.body)?;
         }
@@ -379,7 +383,8 @@ impl Client {
                         continue;
                     }
                     attempt += 1;
-                    let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+                    let transient =
+                        e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
                     if !transient || attempt >= attempts {
                         let hint = if e.is_connect() && url.starts_with("https://") {
                             format!(
@@ -405,7 +410,8 @@ impl Client {
             if status == reqwest::StatusCode::UNAUTHORIZED {
                 bail!("{url}: the registry refused the credentials (HTTP 401)");
             }
-            let transient = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+            let transient =
+                status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
             if transient && attempt + 1 < attempts {
                 // A 429 (or 503) may say how long to wait; kiln waits up
                 // to 30 s.
@@ -439,7 +445,14 @@ impl Client {
         let headers: Vec<(&str, String)> = accept
             .map(|a| vec![("Accept", a.to_string())])
             .unwrap_or_default();
-        self.send(reqwest::Method::GET, url, &headers, &Body::Empty, &[200], ATTEMPTS)
+        self.send(
+            reqwest::Method::GET,
+            url,
+            &headers,
+            &Body::Empty,
+            &[200],
+            ATTEMPTS,
+        )
     }
 
     /// Answers a 401: basic auth when the registry asks for it, else a
@@ -577,7 +590,14 @@ impl Client {
         let mut c = Client::new(reference)?;
         c.creds = Some(creds);
         let url = format!("{}/v2/", c.base);
-        c.send(reqwest::Method::GET, &url, &[], &Body::Empty, &[200], ATTEMPTS)?;
+        c.send(
+            reqwest::Method::GET,
+            &url,
+            &[],
+            &Body::Empty,
+            &[200],
+            ATTEMPTS,
+        )?;
         Ok(())
     }
 
@@ -709,7 +729,9 @@ const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 pub(crate) const ATTEMPTS: u32 = 4;
 
 pub(crate) fn pause(attempt: u32) {
-    std::thread::sleep(std::time::Duration::from_millis(200 * 4u64.pow(attempt.min(4))));
+    std::thread::sleep(std::time::Duration::from_millis(
+        200 * 4u64.pow(attempt.min(4)),
+    ));
 }
 
 /// Runs `f` on every item, `workers` at a time; after a failure no new
@@ -764,7 +786,6 @@ fn media_type_of(bytes: &[u8]) -> String {
         None => crate::image::OCI_MANIFEST.to_string(),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

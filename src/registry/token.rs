@@ -66,10 +66,7 @@ pub fn scopes_for(c: &Challenge, repo: &str, push: bool, extra: &[String]) -> Ve
         })
         .collect();
     if out.is_empty() {
-        out.push(format!(
-            "{own}{}",
-            if push { "pull,push" } else { "pull" }
-        ));
+        out.push(format!("{own}{}", if push { "pull,push" } else { "pull" }));
     }
     for e in extra {
         if !out.contains(e) {
@@ -224,10 +221,9 @@ mod tests {
 
     #[test]
     fn push_scopes_widen_and_mounts_add() {
-        let c = Challenge::parse(
-            r#"Bearer realm="r",service="s",scope="repository:team/app:pull""#,
-        )
-        .expect("ok");
+        let c =
+            Challenge::parse(r#"Bearer realm="r",service="s",scope="repository:team/app:pull""#)
+                .expect("ok");
         assert_eq!(
             scopes_for(&c, "team/app", true, &["repository:team/base:pull".into()]),
             ["repository:team/app:pull,push", "repository:team/base:pull"]
@@ -247,7 +243,10 @@ mod tests {
     fn quoted_commas_stay() {
         assert_eq!(
             split_params(r#"realm="https://a/token",scope="repository:x:pull,push""#),
-            vec![r#"realm="https://a/token""#, r#"scope="repository:x:pull,push""#]
+            vec![
+                r#"realm="https://a/token""#,
+                r#"scope="repository:x:pull,push""#
+            ]
         );
     }
 }

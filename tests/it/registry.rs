@@ -266,10 +266,7 @@ fn a_lying_registry_is_refused() {
             Reply::status("404 Not Found")
         }
     });
-    for (repo, want) in [
-        ("liar", "arrived with digest"),
-        ("short", "failed 4 times"),
-    ] {
+    for (repo, want) in [("liar", "arrived with digest"), ("short", "failed 4 times")] {
         let c = Ctx::new(&format!("FROM {addr}/{repo}:1\n"), &[]);
         let o = c.kiln(&["-o", "type=tar,dest=-"]);
         assert_eq!(o.status.code(), Some(3), "{repo}: {}", stderr(&o));
@@ -795,4 +792,189 @@ fn ssl_cert_file_must_hold_certificates() {
         "{}",
         stderr(&o)
     );
+}
+
+fn kiln_cmd(args: &[&str], store: &std::path::Path) -> std::process::Output {
+    Command::new(crate::util::kiln_bin())
+        .args(args)
+        .arg("--cache-dir")
+        .arg(store)
+        .output()
+        .expect("kiln")
+}
+
+/// `--progress=plain` reports every layer's bytes: `kiln pull` and a
+/// build's `--push` print a finished line per blob with its size, and a
+/// second push says the registry has them.
+#[test]
+fn transfers_report_bytes_per_layer() {
+    let reg = Registry::start();
+    let b = Ctx::new(
+        "FROM scratch\nCOPY a /a\nCOPY b /b\n",
+        &[("a", &"a".repeat(300_000)), ("b", "b\n")],
+    );
+    let img = b.build_oci(&["-t", "x:v1"]);
+    reg.push_archive(&b.path("out.tar"), "v1", "prog/base:v1");
+    let layers: Vec<(String, u64)> = img.manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().expect("digest").to_string(),
+                l["size"].as_u64().expect("size"),
+            )
+        })
+        .collect();
+    assert_eq!(layers.len(), 2);
+    let target = format!("{}/prog/base:v1", reg.addr);
+    let o = kiln_cmd(&["pull", "--progress=plain", &target], &b.path("s1"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    for (digest, size) in &layers {
+        let line = format!("pulling {} {} done", &digest[..19], human(*size));
+        assert!(e.contains(&line), "no {line:?} in:\n{e}");
+    }
+    // Push it on: every layer is uploaded (and said so), then exists.
+    let c = Ctx::new(&format!("FROM {target}\nCOPY c /c\n"), &[("c", "c\n")]);
+    let dest = format!("{}/prog/app:v1", reg.addr);
+    for (round, how) in [(0, "done|mounted"), (1, "exists")] {
+        let o = c.kiln(&["--progress=plain", "--push", "-t", &dest]);
+        assert!(o.status.success(), "round {round}: {}", stderr(&o));
+        let e = stderr(&o);
+        for (digest, size) in &layers {
+            let ok = how
+                .split('|')
+                .any(|h| e.contains(&format!("pushing {} {} {h}", &digest[..19], human(*size))));
+            assert!(ok, "round {round}: {digest} not reported as {how}:\n{e}");
+        }
+    }
+}
+
+/// BuildKit's byte sizes, as kiln's plain progress prints them.
+fn human(n: u64) -> String {
+    kiln::progress::human(n)
+}
+
+/// `kiln push` of an archive holding a multi-platform image pushes every
+/// platform's manifest and then the index under the tag; a pull per
+/// platform gets that platform's manifest.
+#[test]
+fn push_archive_with_a_multi_platform_index() {
+    let reg = Registry::start();
+    let mut blobs = std::collections::BTreeMap::new();
+    let mut manifests = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let b = Ctx::new("FROM scratch\nCOPY f /f\n", &[("f", arch)]);
+        let img = b.build_oci(&["--platform", &format!("linux/{arch}")]);
+        let files = crate::image::tar_files(&std::fs::read(b.path("out.tar")).expect("out.tar"));
+        blobs.extend(files.into_iter().filter(|(k, _)| k.starts_with("blobs/")));
+        let raw = img.index["manifests"][0].clone();
+        manifests.push(serde_json::json!({
+            "mediaType": raw["mediaType"], "digest": raw["digest"], "size": raw["size"],
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    })
+    .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("multi.tar");
+    let mut t = tar::Builder::new(std::fs::File::create(&archive).expect("archive"));
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, name, bytes).expect("append");
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", index.as_bytes());
+    for (name, bytes) in &blobs {
+        add(name, bytes);
+    }
+    drop(add);
+    t.finish().expect("tar");
+    let target = format!("{}/multi/app:v1", reg.addr);
+    let o = kiln_cmd(
+        &["push", archive.to_str().expect("utf-8"), &target],
+        &dir.path().join("store"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let index_digest = format!(
+        "sha256:{}",
+        kiln::layer::compress::sha256_hex(index.as_bytes())
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), index_digest);
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{target}"))
+        .output()
+        .expect("skopeo");
+    assert!(raw.status.success(), "{}", stderr(&raw));
+    assert_eq!(String::from_utf8_lossy(&raw.stdout), index);
+    for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
+        let o = kiln_cmd(
+            &["pull", "--platform", &format!("linux/{arch}"), &target],
+            &dir.path().join(format!("pull-{arch}")),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            manifests[i]["digest"].as_str().expect("digest")
+        );
+    }
+}
+
+/// A registry that is not on loopback speaks HTTPS unless it is named
+/// insecure: without that, kiln's error says how to name it; with
+/// `--insecure-registry` (or `insecure-registries` in kiln's config) a
+/// plain-HTTP registry works. `0.0.0.0:PORT` reaches the loopback registry
+/// under a name kiln does not treat as loopback.
+#[test]
+fn insecure_registries_are_named() {
+    let reg = Registry::start();
+    reg.seed_base("ins/base:v1", None);
+    let port = reg.addr.rsplit(':').next().expect("port");
+    let name = format!("0.0.0.0:{port}");
+    let target = format!("{name}/ins/base:v1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = kiln_cmd(&["pull", &target], &dir.path().join("s0"));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("https://{name}/"))
+            && e.contains(&format!("--insecure-registry {name}")),
+        "{e}"
+    );
+    let o = kiln_cmd(
+        &["pull", "--insecure-registry", &name, &target],
+        &dir.path().join("s1"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let digest = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    // The same through kiln's config file.
+    let cfg = dir.path().join("kiln.json");
+    std::fs::write(&cfg, format!(r#"{{"insecure-registries": ["{name}"]}}"#)).expect("config");
+    let o = Command::new(crate::util::kiln_bin())
+        .args(["pull", &target, "--cache-dir"])
+        .arg(dir.path().join("s2"))
+        .env("KILN_CONFIG", &cfg)
+        .output()
+        .expect("kiln");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), digest);
+    // A config kiln cannot read is a usage error, not silence.
+    std::fs::write(&cfg, "{not json").expect("config");
+    let o = Command::new(crate::util::kiln_bin())
+        .args(["pull", &target])
+        .env("KILN_CONFIG", &cfg)
+        .output()
+        .expect("kiln");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kiln.json"), "{}", stderr(&o));
 }
