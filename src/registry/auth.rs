@@ -51,21 +51,29 @@ fn keys_for(domain: &str) -> Vec<String> {
 /// cannot be read or parsed is an error: silently pulling anonymously
 /// would hide it.
 pub fn lookup(domain: &str) -> Result<Option<Credentials>, String> {
-    let Some(path) = config_path() else {
+    // One answer per registry per process: a credential helper may be
+    // slow, or ask the user.
+    static FOUND: std::sync::Mutex<Vec<(String, Option<Credentials>)>> =
+        std::sync::Mutex::new(Vec::new());
+    if let Ok(found) = FOUND.lock() {
+        if let Some((_, c)) = found.iter().find(|(d, _)| d == domain) {
+            return Ok(c.clone());
+        }
+    }
+    let c = lookup_uncached(domain)?;
+    if let Ok(mut found) = FOUND.lock() {
+        found.push((domain.to_string(), c.clone()));
+    }
+    Ok(c)
+}
+
+fn lookup_uncached(domain: &str) -> Result<Option<Credentials>, String> {
+    let Some(v) = read_config()? else {
         return Ok(None);
     };
-    let text = match crate::snapshot::read_small(&path, 4 << 20) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    let v: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let path = config_path().unwrap_or_default();
     let keys = keys_for(domain);
-    let helper = keys
-        .iter()
-        .find_map(|k| v.get("credHelpers")?.get(k)?.as_str())
-        .or_else(|| v.get("credsStore").and_then(|s| s.as_str()));
+    let helper = helper_for(&v, domain);
     if let Some(auths) = v.get("auths").and_then(|a| a.as_object()) {
         for k in &keys {
             let Some(entry) = auths.get(k) else { continue };
@@ -77,9 +85,64 @@ pub fn lookup(domain: &str) -> Result<Option<Credentials>, String> {
         }
     }
     match helper {
-        Some(h) if !h.is_empty() => from_helper(h, domain),
-        _ => Ok(None),
+        Some(h) => from_helper(&h, domain),
+        None => Ok(None),
     }
+}
+
+/// The credential helper the config names for `domain`: its
+/// `credHelpers` entry, else `credsStore`.
+fn helper_for(config: &serde_json::Value, domain: &str) -> Option<String> {
+    keys_for(domain)
+        .iter()
+        .find_map(|k| config.get("credHelpers")?.get(k)?.as_str())
+        .or_else(|| config.get("credsStore").and_then(|s| s.as_str()))
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+/// The server URL helpers file a registry under (docker's own).
+fn server_url(domain: &str) -> String {
+    if domain == "docker.io" {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        domain.to_string()
+    }
+}
+
+/// Runs `docker-credential-<helper> <action>` with `input` on stdin;
+/// returns its stdout, or its complaint.
+fn run_helper(helper: &str, action: &str, input: &[u8]) -> Result<Result<Vec<u8>, String>, String> {
+    use std::io::Write;
+    let program = format!("docker-credential-{helper}");
+    let mut child = std::process::Command::new(&program)
+        .arg(action)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run the credential helper {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("the credential helper {program} failed: {e}"))?;
+    if out.status.success() {
+        return Ok(Ok(out.stdout));
+    }
+    // Helpers explain on stdout (`credentials not found in native
+    // keychain`) or stderr.
+    let why = String::from_utf8_lossy(if out.stdout.is_empty() {
+        &out.stderr
+    } else {
+        &out.stdout
+    })
+    .trim()
+    .chars()
+    .take(300)
+    .collect::<String>();
+    Ok(Err(format!("{program} {action}: {why}")))
 }
 
 fn from_entry(entry: &serde_json::Value) -> Result<Option<Credentials>, String> {
@@ -113,31 +176,12 @@ fn from_entry(entry: &serde_json::Value) -> Result<Option<Credentials>, String> 
 
 /// Runs `docker-credential-<helper> get` with the registry on stdin.
 fn from_helper(helper: &str, domain: &str) -> Result<Option<Credentials>, String> {
-    use std::io::Write;
     let program = format!("docker-credential-{helper}");
-    let server = if domain == "docker.io" {
-        "https://index.docker.io/v1/".to_string()
-    } else {
-        domain.to_string()
-    };
-    let mut child = std::process::Command::new(&program)
-        .arg("get")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run the credential helper {program}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(server.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("the credential helper {program} failed: {e}"))?;
-    if !out.status.success() {
+    let Ok(stdout) = run_helper(helper, "get", server_url(domain).as_bytes())? else {
         // Helpers say "credentials not found" with a failure status.
         return Ok(None);
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+    };
+    let v: serde_json::Value = serde_json::from_slice(&stdout)
         .map_err(|_| format!("the credential helper {program} did not answer JSON"))?;
     let user = v.get("Username").and_then(|u| u.as_str()).unwrap_or("");
     let secret = v.get("Secret").and_then(|s| s.as_str()).unwrap_or("");
@@ -156,19 +200,42 @@ pub fn auths_key(domain: &str) -> String {
     }
 }
 
-/// Stores credentials in the docker config (`auths`, base64), keeping
-/// every other field; the file is written 0600 through a rename.
+/// Stores credentials as `docker login` does: through the credential
+/// helper the config names for the registry (leaving an empty `auths`
+/// entry, as docker does), else in `auths` (base64). Every other field
+/// is kept; the file is written 0600 through a rename.
 pub fn store(domain: &str, creds: &Credentials) -> Result<PathBuf, String> {
+    let helper = read_config()?.and_then(|v| helper_for(&v, domain));
+    if let Some(h) = &helper {
+        let input = serde_json::json!({
+            "ServerURL": server_url(domain),
+            "Username": creds.username,
+            "Secret": creds.password,
+        });
+        run_helper(h, "store", input.to_string().as_bytes())??;
+    }
     edit(|auths| {
-        let auth = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", creds.username, creds.password));
-        auths.insert(auths_key(domain), serde_json::json!({ "auth": auth }));
+        let entry = match &helper {
+            Some(_) => serde_json::json!({}),
+            None => {
+                let auth = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", creds.username, creds.password));
+                serde_json::json!({ "auth": auth })
+            }
+        };
+        auths.insert(auths_key(domain), entry);
     })
 }
 
-/// Removes a registry's credentials from `auths`; true when there were any.
+/// Removes a registry's credentials: from its credential helper, if the
+/// config names one, and from `auths`; true when there were any.
 pub fn erase(domain: &str) -> Result<bool, String> {
     let mut removed = false;
+    if let Some(h) = read_config()?.and_then(|v| helper_for(&v, domain)) {
+        // A helper that has nothing for the registry fails; that is
+        // "not logged in", not an error.
+        removed |= run_helper(&h, "erase", server_url(domain).as_bytes())?.is_ok();
+    }
     edit(|auths| {
         for k in keys_for(domain) {
             removed |= auths.remove(&k).is_some();
@@ -177,16 +244,25 @@ pub fn erase(domain: &str) -> Result<bool, String> {
     Ok(removed)
 }
 
+/// The docker config, if there is one.
+fn read_config() -> Result<Option<serde_json::Value>, String> {
+    let Some(path) = config_path() else {
+        return Ok(None);
+    };
+    match crate::snapshot::read_small(&path, 4 << 20) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("{} is not valid JSON: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 fn edit(
     f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
 ) -> Result<PathBuf, String> {
     let path = config_path().ok_or("neither DOCKER_CONFIG nor HOME is set")?;
-    let mut v: serde_json::Value = match crate::snapshot::read_small(&path, 4 << 20) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
+    let mut v = read_config()?.unwrap_or_else(|| serde_json::json!({}));
     let obj = v
         .as_object_mut()
         .ok_or_else(|| format!("{} is not a JSON object", path.display()))?;

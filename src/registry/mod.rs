@@ -244,7 +244,14 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client with the credentials the docker config has for the
+    /// registry.
     pub fn new(reference: Reference) -> Result<Client> {
+        let creds = auth::lookup(&reference.domain).map_err(|e| anyhow!(e))?;
+        Client::with_credentials(reference, creds)
+    }
+
+    fn with_credentials(reference: Reference, creds: Option<auth::Credentials>) -> Result<Client> {
         let insecure = is_insecure(&reference.domain);
         let mut builder = reqwest::blocking::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
@@ -275,7 +282,6 @@ impl Client {
             }
         }
         let http = builder.build().context("cannot start the HTTP client")?;
-        let creds = auth::lookup(&reference.domain).map_err(|e| anyhow!(e))?;
         let base = reference.base_url();
         Ok(Client {
             http,
@@ -587,8 +593,7 @@ impl Client {
     /// Checks that the registry accepts these credentials (`GET /v2/`,
     /// answering its challenge with them).
     pub fn check_login(reference: Reference, creds: auth::Credentials) -> Result<()> {
-        let mut c = Client::new(reference)?;
-        c.creds = Some(creds);
+        let mut c = Client::with_credentials(reference, Some(creds))?;
         let url = format!("{}/v2/", c.base);
         c.send(
             reqwest::Method::GET,

@@ -978,3 +978,104 @@ fn insecure_registries_are_named() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("kiln.json"), "{}", stderr(&o));
 }
+
+/// With `credsStore` in the docker config, `kiln login` hands the password
+/// to `docker-credential-<store> store` (the protocol docker speaks) and
+/// leaves only an empty `auths` entry in config.json, as docker does; a
+/// build gets it back through `get`; `kiln logout` runs `erase`. The helper
+/// here is a small program keeping one JSON file per server.
+#[test]
+fn login_through_a_credential_helper() {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    let reg = Registry::start_with(Some(("carol", "c4rol-pw")));
+    let b = reg.seed_base("helped/base:v1", Some("carol:c4rol-pw"));
+    let bin = b.path("bin");
+    let vault = b.path("vault");
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::fs::create_dir_all(&vault).expect("vault");
+    let helper = bin.join("docker-credential-kilntest");
+    std::fs::write(
+        &helper,
+        r#"#!/usr/bin/env python3
+import json, os, pathlib, sys
+vault = pathlib.Path(os.environ["KILN_TEST_VAULT"])
+action, data = sys.argv[1], sys.stdin.read()
+with open(vault / "log", "a") as log:
+    log.write(action + "\n")
+def path(server):
+    return vault / (server.strip().replace("/", "_") + ".json")
+if action == "store":
+    v = json.loads(data)
+    path(v["ServerURL"]).write_text(json.dumps(v))
+elif action in ("get", "erase"):
+    f = path(data)
+    if not f.exists():
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    if action == "get":
+        print(f.read_text())
+    else:
+        f.unlink()
+"#,
+    )
+    .expect("helper");
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cfg_dir = b.path("docker-config");
+    std::fs::create_dir_all(&cfg_dir).expect("config dir");
+    std::fs::write(cfg_dir.join("config.json"), r#"{"credsStore": "kilntest"}"#)
+        .expect("config.json");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env: Vec<(&str, &str)> = vec![
+        ("DOCKER_CONFIG", cfg_dir.to_str().expect("utf-8")),
+        ("PATH", &path),
+        ("KILN_TEST_VAULT", vault.to_str().expect("utf-8")),
+    ];
+    let mut child = Command::new(crate::util::kiln_bin())
+        .args(["login", &reg.addr, "-u", "carol", "--password-stdin"])
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kiln login");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"c4rol-pw\n")
+        .expect("password");
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stored: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(vault.join(format!("{}.json", reg.addr))).expect("the helper stored it"),
+    )
+    .expect("json");
+    assert_eq!(
+        stored,
+        serde_json::json!({"ServerURL": reg.addr, "Username": "carol", "Secret": "c4rol-pw"})
+    );
+    let cfg = std::fs::read_to_string(cfg_dir.join("config.json")).expect("config.json");
+    assert!(!cfg.contains("c4rol") && !cfg.contains("YzRyb2"), "{cfg}");
+    let v: serde_json::Value = serde_json::from_str(&cfg).expect("json");
+    assert_eq!(v["credsStore"], "kilntest");
+    assert_eq!(v["auths"][&reg.addr], serde_json::json!({}));
+    let c = Ctx::new(&format!("FROM {}/helped/base:v1\n", reg.addr), &[]);
+    let o = c.kiln_env(&["-o", "type=tar,dest=-"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = Command::new(crate::util::kiln_bin())
+        .args(["logout", &reg.addr])
+        .envs(env.iter().copied())
+        .output()
+        .expect("kiln logout");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!vault.join(format!("{}.json", reg.addr)).exists());
+    let log = std::fs::read_to_string(vault.join("log")).expect("log");
+    assert_eq!(log.lines().collect::<Vec<_>>(), ["store", "get", "erase"]);
+    let o = c.kiln_env(&["--pull", "-o", "type=tar,dest=-"], &env);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+}
