@@ -100,7 +100,7 @@ fn push_archive(args: &PushArgs, store: &Store) -> Result<String> {
         [one] => push_tree(
             &mut client,
             one.digest().as_ref(),
-            &one.media_type().to_string(),
+            one.media_type().as_ref(),
             r.object(),
             store,
             0,
@@ -119,7 +119,7 @@ fn push_archive(args: &PushArgs, store: &Store) -> Result<String> {
                 push_tree(
                     &mut client,
                     &digest,
-                    &d.media_type().to_string(),
+                    d.media_type().as_ref(),
                     &digest,
                     store,
                     1,
@@ -159,14 +159,7 @@ fn push_tree(
             .with_context(|| format!("the index {digest} is not valid"))?;
         for m in index.manifests() {
             let d = m.digest().to_string();
-            push_tree(
-                client,
-                &d,
-                &m.media_type().to_string(),
-                &d,
-                store,
-                depth + 1,
-            )?;
+            push_tree(client, &d, m.media_type().as_ref(), &d, store, depth + 1)?;
         }
     } else {
         let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&bytes)
