@@ -896,7 +896,6 @@ fn push_archive_with_a_multi_platform_index() {
     for (name, bytes) in &blobs {
         add(name, bytes);
     }
-    drop(add);
     t.finish().expect("tar");
     let target = format!("{}/multi/app:v1", reg.addr);
     let o = kiln_cmd(
