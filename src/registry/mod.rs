@@ -86,23 +86,28 @@ impl Reference {
             .unwrap_or("latest")
     }
 
-    /// The registry's base URL. Loopback registries speak plain HTTP, as
-    /// Docker treats them as insecure by default; everything else HTTPS.
+    /// Loopback registries (localhost, 127.0.0.0/8, ::1), which Docker
+    /// treats as insecure by default.
+    pub fn is_loopback(&self) -> bool {
+        let host = &self.domain;
+        let h = if host.starts_with('[') {
+            host.split(']').next().map_or(host.as_str(), |h| &h[1..])
+        } else {
+            host.split(':').next().unwrap_or(host)
+        };
+        h == "localhost" || h.starts_with("127.") || h == "::1"
+    }
+
+    /// The registry's base URL as kiln first tries it: plain HTTP for
+    /// loopback registries, HTTPS for everything else.
     pub fn base_url(&self) -> String {
         let host = if self.domain == "docker.io" {
             "registry-1.docker.io"
         } else {
             &self.domain
         };
-        let h = if host.starts_with('[') {
-            host.split(']').next().map_or(host, |h| &h[1..])
-        } else {
-            host.split(':').next().unwrap_or(host)
-        };
-        // As Docker: loopback registries (localhost, 127.0.0.0/8, ::1) are
-        // insecure by default.
-        let plain = h == "localhost" || h.starts_with("127.") || h == "::1";
-        format!("{}://{host}", if plain { "http" } else { "https" })
+        let scheme = if self.is_loopback() { "http" } else { "https" };
+        format!("{scheme}://{host}")
     }
 }
 
@@ -231,8 +236,12 @@ pub struct Client {
     reference: Reference,
     /// `http://host` or `https://host`.
     base: String,
-    /// Insecure: HTTPS without verification, falling back to plain HTTP.
+    /// Insecure: HTTPS without verification, and plain HTTP; whichever
+    /// is tried first (HTTP for loopback, HTTPS for named registries),
+    /// the other is tried once when the registry does not speak it.
     insecure: bool,
+    /// The scheme was switched already.
+    switched: bool,
     token: Option<String>,
     /// Send basic auth (the registry asked for it).
     basic: bool,
@@ -252,7 +261,7 @@ impl Client {
     }
 
     fn with_credentials(reference: Reference, creds: Option<auth::Credentials>) -> Result<Client> {
-        let insecure = is_insecure(&reference.domain);
+        let insecure = is_insecure(&reference.domain) || reference.is_loopback();
         let mut builder = reqwest::blocking::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(30))
@@ -288,6 +297,7 @@ impl Client {
             reference,
             base,
             insecure,
+            switched: false,
             token: None,
             basic: false,
             creds,
@@ -382,10 +392,14 @@ impl Client {
             let resp = match req.send() {
                 Ok(r) => r,
                 Err(e) => {
-                    if self.insecure && e.is_connect() && url.starts_with("https://") {
+                    if self.insecure
+                        && !self.switched
+                        && e.is_connect()
+                        && self.base.starts_with("https://")
+                        && url.starts_with(&self.base)
+                    {
                         // An insecure registry that does not speak TLS.
-                        self.base = self.base.replacen("https://", "http://", 1);
-                        url = url.replacen("https://", "http://", 1);
+                        url = self.switch_scheme(&url);
                         continue;
                     }
                     attempt += 1;
@@ -408,6 +422,29 @@ impl Client {
                 }
             };
             let status = resp.status();
+            if status == reqwest::StatusCode::BAD_REQUEST
+                && self.insecure
+                && !self.switched
+                && self.base.starts_with("http://")
+                && url.starts_with(&self.base)
+            {
+                // Go's TLS servers answer plain HTTP with a 400 that says
+                // so (in a body, which a HEAD answer lacks: ask again).
+                let mut text = String::new();
+                let _ = resp.take(512).read_to_string(&mut text);
+                let tls_only = text.contains("HTTPS server")
+                    || (method == reqwest::Method::HEAD && self.speaks_only_tls());
+                if tls_only {
+                    url = self.switch_scheme(&url);
+                    continue;
+                }
+                return Err(StatusError {
+                    url,
+                    status: status.as_u16(),
+                    body: text.trim().to_string(),
+                }
+                .into());
+            }
             if status == reqwest::StatusCode::UNAUTHORIZED && reauth < 2 {
                 self.answer_challenge(&resp, reauth, &url)?;
                 reauth += 1;
@@ -445,6 +482,35 @@ impl Client {
             }
             return Ok(resp);
         }
+    }
+
+    /// Whether the registry answers a plain-HTTP `GET /v2/` with Go's
+    /// "client sent an HTTP request to an HTTPS server".
+    fn speaks_only_tls(&self) -> bool {
+        let Ok(resp) = self
+            .http
+            .get(format!("{}/v2/", self.base))
+            .timeout(IDLE)
+            .send()
+        else {
+            return false;
+        };
+        let mut text = String::new();
+        let _ = resp.take(512).read_to_string(&mut text);
+        text.contains("HTTPS server")
+    }
+
+    /// Swaps HTTP and HTTPS for this registry (once); returns `url` in
+    /// the other scheme.
+    fn switch_scheme(&mut self, url: &str) -> String {
+        self.switched = true;
+        let (from, to) = if self.base.starts_with("https://") {
+            ("https://", "http://")
+        } else {
+            ("http://", "https://")
+        };
+        self.base = self.base.replacen(from, to, 1);
+        url.replacen(from, to, 1)
     }
 
     fn get(&mut self, url: &str, accept: Option<&str>) -> Result<reqwest::blocking::Response> {

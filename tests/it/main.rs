@@ -14,4 +14,5 @@ mod plan;
 mod realworld;
 mod registry;
 mod token;
+mod transport;
 mod util;
