@@ -290,6 +290,12 @@ impl Client {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        // HTTP_PROXY, HTTPS_PROXY and NO_PROXY apply (reqwest reads them),
+        // but never to loopback registries: Go's clients (docker, skopeo)
+        // go straight there too.
+        if reference.is_loopback() {
+            builder = builder.no_proxy();
+        }
         let http = builder.build().context("cannot start the HTTP client")?;
         let base = reference.base_url();
         Ok(Client {
@@ -403,10 +409,14 @@ impl Client {
                         continue;
                     }
                     attempt += 1;
-                    let transient =
-                        e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+                    let transient = (e.is_connect()
+                        || e.is_timeout()
+                        || e.is_request()
+                        || e.is_body())
+                        && !chain_mentions(&e, &["certificate", "dns error", "failed to lookup"]);
                     if !transient || attempt >= attempts {
-                        let hint = if e.is_connect() && url.starts_with("https://") {
+                        let plain = chain_mentions(&e, &["InvalidContentType", "corrupt message"]);
+                        let hint = if plain && url.starts_with("https://") {
                             format!(
                                 " (if {} is a plain-HTTP registry, pass --insecure-registry {})",
                                 self.reference.domain, self.reference.domain
@@ -789,6 +799,20 @@ impl<R: Read> Read for Meter<R> {
         });
         Ok(n)
     }
+}
+
+/// Whether an error or one of its causes says one of `words`: rustls
+/// and the resolver tell their failures apart only in words.
+fn chain_mentions(e: &reqwest::Error, words: &[&str]) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if words.iter().any(|w| text.contains(w)) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// How long a GET or HEAD waits for an answer, or for the next bytes of

@@ -388,7 +388,7 @@ fn an_upload_that_always_fails_is_a_clear_error() {
 
 /// Runs `kiln build` with the proxy variables of the environment removed
 /// and `env` set.
-fn kiln_with_proxy_env(c: &Ctx, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub fn kiln_with_proxy_env(c: &Ctx, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(crate::util::kiln_bin());
     cmd.arg("build")
         .arg("--cache-dir")
@@ -402,54 +402,6 @@ fn kiln_with_proxy_env(c: &Ctx, args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("running kiln")
-}
-
-/// `HTTP_PROXY` sends kiln's requests to a plain-HTTP registry through
-/// the proxy (absolute-form targets); `NO_PROXY=127.0.0.1` bypasses it.
-/// With `NO_PROXY` unset, a loopback registry is still proxied: kiln's
-/// HTTP client (reqwest 0.12, whose hyper-util matcher exempts only what
-/// `NO_PROXY` lists) does not exempt loopback by itself, unlike Go's
-/// (docker, skopeo). The last assertion pins that; flip it if kiln learns
-/// to go direct to loopback registries.
-#[test]
-fn http_proxy_is_used_unless_no_proxy_says_otherwise() {
-    let reg = Registry::start();
-    reg.seed_base("team/base:v1", None);
-    let proxy = FaultProxy::pass(&reg.addr);
-    let via = format!("http://{}", proxy.addr);
-    let pull = |env: &[(&str, &str)]| {
-        let c = Ctx::new(&format!("FROM {}/team/base:v1\n", reg.addr), &[]);
-        let o = kiln_with_proxy_env(&c, &["-o", "type=tar,dest=-"], env);
-        ok(&o, &proxy);
-        assert!(tar_files(&o.stdout).contains_key("base/base.txt"));
-    };
-
-    pull(&[("HTTP_PROXY", &via), ("NO_PROXY", "")]);
-    let log = proxy.log();
-    assert!(!log.is_empty(), "nothing went through HTTP_PROXY");
-    let prefix = format!("http://{}/v2/", reg.addr);
-    for e in &log {
-        assert!(
-            e.req.target.starts_with(&prefix),
-            "not an absolute-form request for the registry:\n{}",
-            proxy.summary()
-        );
-    }
-
-    let before = log.len();
-    pull(&[("HTTP_PROXY", &via), ("NO_PROXY", "127.0.0.1")]);
-    assert_eq!(
-        proxy.log().len(),
-        before,
-        "NO_PROXY=127.0.0.1 went through the proxy:\n{}",
-        proxy.summary()
-    );
-
-    pull(&[("http_proxy", &via)]);
-    assert!(
-        proxy.log().len() > before,
-        "with NO_PROXY unset, a loopback registry bypassed http_proxy"
-    );
 }
 
 /// Reads one response from a raw connection: its head lines and body

@@ -158,3 +158,117 @@ fn https_is_verified_and_ssl_cert_file_adds_a_ca() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("sha256:"));
 }
+
+/// Proxies from the environment, as Go's clients use them:
+/// - a loopback registry is reached directly, whatever `HTTP_PROXY` says;
+/// - `HTTPS_PROXY` carries HTTPS through a `CONNECT` tunnel: the registry's
+///   name (`registry.kiln.test`, which no resolver knows) is only ever
+///   resolved by the proxy, and the certificate is still checked against
+///   `SSL_CERT_FILE`;
+/// - `NO_PROXY` naming the registry bypasses the proxy (and so fails to
+///   resolve the name);
+/// - `HTTP_PROXY` carries plain HTTP to an insecure registry, in absolute
+///   form.
+#[test]
+fn proxies_from_the_environment() {
+    use crate::faults::kiln_with_proxy_env;
+    use crate::image::{tar_files, Ctx};
+    use crate::proxy::FaultProxy;
+    let plain = Registry::start();
+    plain.seed_base("team/base:v1", None);
+    let plain_proxy = FaultProxy::pass(&plain.addr);
+    let via_plain = format!("http://{}", plain_proxy.addr);
+
+    let c = Ctx::new(&format!("FROM {}/team/base:v1\n", plain.addr), &[]);
+    let o = kiln_with_proxy_env(
+        &c,
+        &["-o", "type=tar,dest=-"],
+        &[("HTTP_PROXY", &via_plain)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        plain_proxy.log().is_empty(),
+        "a loopback registry went through HTTP_PROXY:\n{}",
+        plain_proxy.summary()
+    );
+
+    let (tls, certs) = tls_registry();
+    tls.seed_base("team/base:v1", None);
+    let tls_proxy = FaultProxy::pass(&tls.addr);
+    let via_tls = format!("http://{}", tls_proxy.addr);
+    let ca = certs.ca.to_str().expect("utf-8");
+    let c = Ctx::new("FROM registry.kiln.test/team/base:v1\n", &[]);
+    let o = kiln_with_proxy_env(
+        &c,
+        &["-o", "type=tar,dest=-"],
+        &[("HTTPS_PROXY", &via_tls), ("SSL_CERT_FILE", ca)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(tar_files(&o.stdout).contains_key("base/base.txt"));
+    let log = tls_proxy.log();
+    assert!(
+        !log.is_empty()
+            && log
+                .iter()
+                .all(|e| e.req.method == "CONNECT" && e.req.target == "registry.kiln.test:443"),
+        "want only CONNECT registry.kiln.test:443:\n{}",
+        tls_proxy.summary()
+    );
+    // Without the CA, the tunnel is there but the certificate is not
+    // trusted.
+    let c2 = Ctx::new("FROM registry.kiln.test/team/base:v1\n", &[]);
+    let o = kiln_with_proxy_env(
+        &c2,
+        &["-o", "type=tar,dest=-"],
+        &[("HTTPS_PROXY", &via_tls)],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&o)
+    );
+
+    let before = tls_proxy.log().len();
+    let o = kiln_with_proxy_env(
+        &c2,
+        &["-o", "type=tar,dest=-"],
+        &[
+            ("HTTPS_PROXY", &via_tls),
+            ("SSL_CERT_FILE", ca),
+            ("NO_PROXY", "registry.kiln.test"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("registry.kiln.test"), "{}", stderr(&o));
+    assert_eq!(
+        tls_proxy.log().len(),
+        before,
+        "NO_PROXY was ignored:\n{}",
+        tls_proxy.summary()
+    );
+
+    // A plain-HTTP registry named insecure: HTTPS fails (the name does not
+    // resolve without the proxy), then plain HTTP goes through HTTP_PROXY.
+    let c3 = Ctx::new("FROM plain.kiln.test:5000/team/base:v1\n", &[]);
+    let o = kiln_with_proxy_env(
+        &c3,
+        &[
+            "--insecure-registry",
+            "plain.kiln.test:5000",
+            "-o",
+            "type=tar,dest=-",
+        ],
+        &[("HTTP_PROXY", &via_plain)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = plain_proxy.log();
+    assert!(
+        !log.is_empty()
+            && log
+                .iter()
+                .all(|e| e.req.target.starts_with("http://plain.kiln.test:5000/v2/")),
+        "want absolute-form requests for plain.kiln.test:5000:\n{}",
+        plain_proxy.summary()
+    );
+}
