@@ -161,7 +161,8 @@ fn is_insecure(domain: &str) -> bool {
 /// `~/.config/kiln/config.json`), named as in docker's `daemon.json`:
 /// `{"insecure-registries": ["registry.local:5000"]}`.
 pub fn configured_insecure() -> Result<Vec<String>> {
-    let path = match std::env::var_os("KILN_CONFIG").filter(|p| !p.is_empty()) {
+    let explicit = std::env::var_os("KILN_CONFIG").filter(|p| !p.is_empty());
+    let path = match &explicit {
         Some(p) => std::path::PathBuf::from(p),
         None => match std::env::var_os("XDG_CONFIG_HOME").filter(|p| !p.is_empty()) {
             Some(d) => std::path::PathBuf::from(d).join("kiln/config.json"),
@@ -174,6 +175,11 @@ pub fn configured_insecure() -> Result<Vec<String>> {
     let bytes = match crate::snapshot::read_small(&path, 1 << 20) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        // A default path in a home kiln may not read (sudo -u keeps HOME):
+        // there is no config for this user.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && explicit.is_none() => {
+            return Ok(Vec::new())
+        }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     #[derive(serde::Deserialize)]
