@@ -32,6 +32,9 @@ pub fn install() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            // Overlay mounts first, so that removing the work directory
+            // does not walk into them.
+            crate::snapshot::overlay::unmount_all();
             if let Ok(v) = PATHS.lock() {
                 for p in v.iter() {
                     let _ = if p.is_dir() {

@@ -5,6 +5,8 @@ use kiln::cli::{Cli, Command};
 use kiln::cmd;
 
 fn main() {
+    // Before any thread exists: as root, a mount namespace of kiln's own.
+    kiln::snapshot::overlay::init();
     let cli = Cli::parse();
     match kiln::registry::configured_insecure() {
         Ok(mut insecure) => {

@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
             same_owner: true,
             chown: None,
             devices: false,
+            overlay: false,
         };
         if let Ok((reader, _)) = kiln::layer::apply::decompressed(std::io::Cursor::new(data.to_vec())) {
             let _ = kiln::layer::apply::apply(reader, &root, "", &opts);

@@ -79,6 +79,9 @@ pub struct Imported {
     /// Without root, the owners the image's layers give (the files on disk
     /// belong to the user running kiln).
     pub owners: Option<std::sync::Arc<Owners>>,
+    /// With the overlay backend: the layers' snapshots, bottom first
+    /// (`rootfs` is their overlay).
+    pub snapshots: Option<Vec<PathBuf>>,
 }
 
 /// Images read during one build, each unpacked once.
@@ -143,29 +146,30 @@ impl Images {
                         rootfs,
                         entries: Some(entries),
                         owners: None,
+                        snapshots: crate::snapshot::overlay::enabled().then(Vec::new),
                     }
                 }
                 Some(NamedContext::OciLayout { path, reference: r }) => {
                     fs::create_dir_all(&rootfs)
                         .with_context(|| format!("cannot create {}", rootfs.display()))?;
-                    let image = load_layout(path, r.as_deref(), store, platform, &rootfs)
-                        .with_context(|| {
-                            format!("build context {reference}=oci-layout://{}", path.display())
-                        })?;
-                    imported(image, rootfs, store)?
+                    let context =
+                        || format!("build context {reference}=oci-layout://{}", path.display());
+                    let image =
+                        load_layout(path, r.as_deref(), store, platform).with_context(context)?;
+                    imported(image, rootfs, store).with_context(context)?
                 }
                 Some(NamedContext::DockerImage(r)) => {
                     fs::create_dir_all(&rootfs)
                         .with_context(|| format!("cannot create {}", rootfs.display()))?;
-                    let image = pull(r, store, platform, &rootfs, opts.pull)
-                        .with_context(|| format!("build context {reference}=docker-image://{r}"))?;
-                    imported(image, rootfs, store)?
+                    let context = || format!("build context {reference}=docker-image://{r}");
+                    let image = pull(r, store, platform, opts.pull).with_context(context)?;
+                    imported(image, rootfs, store).with_context(context)?
                 }
                 None => {
                     fs::create_dir_all(&rootfs)
                         .with_context(|| format!("cannot create {}", rootfs.display()))?;
-                    let image = pull(reference, store, platform, &rootfs, opts.pull)?;
-                    imported(image, rootfs, store)?
+                    let image = pull(reference, store, platform, opts.pull)?;
+                    imported(image, rootfs, store).with_context(|| reference.to_string())?
                 }
             };
             self.cache.insert(reference.to_string(), imported);
@@ -176,9 +180,31 @@ impl Images {
     }
 }
 
-/// An image unpacked into `rootfs`; without root, with the owners its
-/// layers give.
+/// An image's files at `rootfs`: an overlay of its layers' snapshots, or
+/// (copy backend) its layers unpacked there; without root, with the
+/// owners its layers give.
 fn imported(image: Image, rootfs: PathBuf, store: &Store) -> Result<Imported> {
+    let snapshots = if crate::snapshot::overlay::enabled() {
+        let mut chain = Vec::new();
+        for l in &image.layers {
+            chain.push(crate::snapshot::layers::ensure(
+                store, &l.digest, &l.diff_id,
+            )?);
+        }
+        mount(&chain, &rootfs)?;
+        Some(chain)
+    } else {
+        for l in &image.layers {
+            crate::snapshot::layers::unpack(
+                &store.blob_path(&l.digest)?,
+                &l.digest,
+                &l.diff_id,
+                &rootfs,
+                false,
+            )?;
+        }
+        None
+    };
     let owners = if rustix::process::geteuid().is_root() {
         None
     } else {
@@ -193,6 +219,22 @@ fn imported(image: Image, rootfs: PathBuf, store: &Store) -> Result<Imported> {
         rootfs,
         entries: None,
         owners,
+        snapshots,
+    })
+}
+
+/// Mounts the overlay of `chain` (snapshot directories, bottom first) at
+/// `target`, with an empty directory beside it as the bottom layer.
+pub fn mount(chain: &[PathBuf], target: &Path) -> Result<()> {
+    let empty = target.with_extension("empty");
+    fs::create_dir_all(&empty).with_context(|| format!("cannot create {}", empty.display()))?;
+    fs::create_dir_all(target).with_context(|| format!("cannot create {}", target.display()))?;
+    crate::snapshot::overlay::mount_chain(chain, &empty, target).with_context(|| {
+        format!(
+            "cannot mount the overlay of {} layers at {} (KILN_SNAPSHOTTER=copy builds by copying instead)",
+            chain.len(),
+            target.display()
+        )
     })
 }
 
@@ -366,7 +408,6 @@ fn load_layout(
     reference: Option<&str>,
     store: &Store,
     platform: &Platform,
-    rootfs: &Path,
 ) -> Result<Image> {
     let (manifest, config) = layout_manifest(layout, reference, platform)?;
     let mut layers = Vec::new();
@@ -374,56 +415,31 @@ fn load_layout(
         let digest = desc.digest().to_string();
         let src = layout.join("blobs/sha256").join(digest_hex(&digest)?);
         let stored = import_blob(&src, &digest, store)?;
-        layers.push(unpack_layer(
-            &stored,
-            &digest,
-            desc.size(),
-            diff_id,
-            rootfs,
-        )?);
+        layers.push(layer_blob(&stored, &digest, desc.size(), diff_id)?);
     }
     Ok(Image { config, layers })
 }
 
-/// Applies a stored layer blob to `rootfs`, checking its size and its
-/// diffID; its compression is what the blob is, not what a manifest says.
-fn unpack_layer(
-    stored: &Path,
-    digest: &str,
-    expected_size: u64,
-    diff_id: &str,
-    rootfs: &Path,
-) -> Result<LayerBlob> {
+/// What a stored layer blob is: its size (checked against the manifest's)
+/// and its compression, read from its first bytes.
+fn layer_blob(stored: &Path, digest: &str, expected_size: u64, diff_id: &str) -> Result<LayerBlob> {
     let size = fs::metadata(stored)
         .with_context(|| format!("cannot read layer {digest}"))?
         .len();
     if size != expected_size {
         bail!("layer {digest} is {size} bytes, but the manifest says {expected_size}");
     }
-    let f = File::open(stored).with_context(|| format!("cannot open layer {digest}"))?;
-    let (reader, format) = apply::decompressed(io::BufReader::new(f))
-        .with_context(|| format!("cannot decompress layer {digest}"))?;
-    let compression = match format {
+    let mut head = [0u8; 8];
+    let mut f = File::open(stored).with_context(|| format!("cannot open layer {digest}"))?;
+    let n = f
+        .read(&mut head)
+        .with_context(|| format!("cannot read layer {digest}"))?;
+    let compression = match apply::detect(&head[..n]) {
         apply::Format::Gzip => Compression::Gzip { level: 6 },
         apply::Format::Zstd => Compression::Zstd { level: 3 },
         apply::Format::Plain => Compression::None,
         other => bail!("layer {digest} is {other:?}-compressed, which image layers cannot be"),
     };
-    let mut hashing = HashingReader::new(reader);
-    let opts = ApplyOptions {
-        whiteouts: true,
-        same_owner: true,
-        chown: None,
-        devices: true,
-    };
-    apply::apply(&mut hashing, rootfs, "", &opts)
-        .with_context(|| format!("cannot unpack layer {digest}"))?;
-    io::copy(&mut hashing, &mut io::sink())
-        .with_context(|| format!("cannot read layer {digest}"))?;
-    let actual = hashing.digest();
-    if actual != diff_id {
-        bail!("layer {digest} unpacks to {actual}, but the config says {diff_id}");
-    }
     Ok(LayerBlob {
         digest: digest.to_string(),
         diff_id: diff_id.to_string(),
@@ -506,13 +522,7 @@ fn download_layers(
 /// Pulls `reference` from its registry: the manifest (the platform's, from
 /// an index), the config and the layers, verified into the store and
 /// applied to `rootfs`.
-fn pull(
-    reference: &str,
-    store: &Store,
-    platform: &Platform,
-    rootfs: &Path,
-    refresh: bool,
-) -> Result<Image> {
+fn pull(reference: &str, store: &Store, platform: &Platform, refresh: bool) -> Result<Image> {
     let (r, mut client) = open_registry(reference)?;
     let (manifest, config, _) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
     download_layers(&r, &client, &manifest, store)?;
@@ -521,8 +531,7 @@ fn pull(
         let digest = desc.digest().to_string();
         let stored = store.blob_path(&digest)?;
         layers.push(
-            unpack_layer(&stored, &digest, desc.size(), diff_id, rootfs)
-                .with_context(|| format!("{r}"))?,
+            layer_blob(&stored, &digest, desc.size(), diff_id).with_context(|| format!("{r}"))?,
         );
     }
     Ok(Image { config, layers })
@@ -567,37 +576,6 @@ fn import_blob(src: &Path, digest: &str, store: &Store) -> Result<PathBuf> {
         bail!("blob {digest} has digest {actual}: the layout is corrupt");
     }
     Ok(store.commit(tmp, digest)?)
-}
-
-/// A reader that sha256-hashes what passes through.
-struct HashingReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        use sha2::Digest;
-        HashingReader {
-            inner,
-            hasher: sha2::Sha256::new(),
-        }
-    }
-    fn digest(self) -> String {
-        use sha2::Digest;
-        let d = self.hasher.finalize();
-        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        format!("sha256:{hex}")
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use sha2::Digest;
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// A file ADD downloaded.
@@ -812,6 +790,7 @@ pub fn extract_into(
         same_owner: true,
         chown: None,
         devices: true,
+        overlay: false,
     };
     apply::apply(reader, &scratch, "", &opts)
         .with_context(|| format!("cannot extract {}", archive.display()))?;

@@ -208,25 +208,42 @@ fn start_stage(
             };
             // BuildKit's empty image works in `/`.
             config.config.working_dir = "/".into();
-            fresh(view::View::new(rootfs), config, Vec::new())
+            let v = if crate::snapshot::overlay::enabled() {
+                view::View::overlay(rootfs, Vec::new())
+            } else {
+                view::View::new(rootfs)
+            };
+            fresh(v, config, Vec::new())
         }
         Base::Stage { index } => {
             let parent = done
                 .get(index)
                 .ok_or_else(|| anyhow!("stage {index} was not built"))?;
-            // What the parent has on disk is cloned; its pending layers
-            // are shared, not written.
-            crate::export::copy_dir(&parent.view.root, &rootfs)?;
+            // The parent's pending layers are shared, not written; its
+            // disk is shared too when it is a (read-only) overlay, else
+            // cloned.
+            let root = if parent.view.is_overlay() {
+                parent.view.root.clone()
+            } else {
+                crate::export::copy_dir(&parent.view.root, &rootfs)?;
+                rootfs
+            };
             fresh(
-                parent.view.derive(rootfs),
+                parent.view.derive(root),
                 parent.config.clone(),
                 parent.layers.clone(),
             )
         }
         Base::Image { reference } => {
             let img = images.get(reference, opts, store, &platform)?;
-            crate::export::copy_dir(&img.rootfs, &rootfs)?;
-            let mut v = view::View::new(rootfs);
+            let mut v = match &img.snapshots {
+                // The image's overlay is read-only: the stage shares it.
+                Some(chain) => view::View::overlay(img.rootfs.clone(), chain.clone()),
+                None => {
+                    crate::export::copy_dir(&img.rootfs, &rootfs)?;
+                    view::View::new(rootfs)
+                }
+            };
             v.set_base_owners(img.owners.clone());
             if let (Some(entries), Some(layer)) = (&img.entries, img.image.layers.last()) {
                 v.add_layer(entries.clone(), layer.clone());

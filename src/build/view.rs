@@ -100,6 +100,10 @@ pub struct View {
     /// Owners of the base image's files, when the disk cannot hold them
     /// (unpacked without root).
     base_owners: Option<std::sync::Arc<super::import::Owners>>,
+    /// With the overlay backend: the snapshots `root` is the overlay of,
+    /// bottom first. `root` is then read-only: materializing mounts a new
+    /// overlay with the pending layers' snapshots on top.
+    snapshots: Option<Vec<PathBuf>>,
 }
 
 impl View {
@@ -109,6 +113,16 @@ impl View {
             index: BTreeMap::new(),
             pending: Vec::new(),
             base_owners: None,
+            snapshots: None,
+        }
+    }
+
+    /// A view whose disk is the overlay of `snapshots` mounted at `root`
+    /// (nothing mounted and `root` empty when there are none).
+    pub fn overlay(root: PathBuf, snapshots: Vec<PathBuf>) -> View {
+        View {
+            snapshots: Some(snapshots),
+            ..View::new(root)
         }
     }
 
@@ -120,7 +134,13 @@ impl View {
             index: self.index.clone(),
             pending: self.pending.clone(),
             base_owners: self.base_owners.clone(),
+            snapshots: self.snapshots.clone(),
         }
+    }
+
+    /// Whether the disk is a read-only overlay of snapshots.
+    pub fn is_overlay(&self) -> bool {
+        self.snapshots.is_some()
     }
 
     /// What `rel` (resolved, no symlinks in its parents) is.
@@ -264,6 +284,31 @@ impl View {
     /// Applies the pending layers to the directory, so that it holds the
     /// stage's files.
     pub fn materialize(&mut self, store: &crate::store::Store) -> Result<()> {
+        if let Some(chain) = &mut self.snapshots {
+            if self.pending.is_empty() {
+                return Ok(());
+            }
+            for blob in std::mem::take(&mut self.pending) {
+                chain.push(crate::snapshot::layers::ensure(
+                    store,
+                    &blob.digest,
+                    &blob.diff_id,
+                )?);
+            }
+            // A new mount point: the old overlay may be another stage's
+            // view too.
+            let mut n = 0;
+            let target = loop {
+                let t = PathBuf::from(format!("{}.{n}", self.root.display()));
+                if !t.exists() {
+                    break t;
+                }
+                n += 1;
+            };
+            super::import::mount(chain, &target)?;
+            self.root = target;
+            return Ok(());
+        }
         for blob in std::mem::take(&mut self.pending) {
             let p = store.blob_path(&blob.digest)?;
             let f =
@@ -275,6 +320,7 @@ impl View {
                 same_owner: true,
                 chown: None,
                 devices: true,
+                overlay: false,
             };
             crate::layer::apply::apply(reader, &self.root, "", &opts)
                 .with_context(|| format!("cannot apply layer {}", blob.digest))?;

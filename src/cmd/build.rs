@@ -171,6 +171,8 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         })?;
     crate::cleanup::install();
     crate::cleanup::register(work.path());
+    // Dropped before `work`: the work directory's mounts go first.
+    let _mounts = Unmount;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let bopts = BuildOptions {
         context: args.context.clone(),
@@ -300,6 +302,15 @@ fn push(
         }
     }
     Ok(())
+}
+
+/// Unmounts the build's overlays when dropped.
+struct Unmount;
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        crate::snapshot::overlay::unmount_all();
+    }
 }
 
 fn write_file(p: &Path, bytes: &[u8]) -> Result<(), Failure> {

@@ -51,6 +51,7 @@ pub fn copy_dir(from: &Path, dest: &Path) -> Result<()> {
         same_owner: true,
         chown: None,
         devices: true,
+        overlay: false,
     };
     let applied = crate::layer::apply::apply(reader, dest, "", &opts)
         .with_context(|| format!("cannot write {}", dest.display()));

@@ -107,6 +107,14 @@ pub struct ApplyOptions {
     /// Create character and block devices; when false, or when mknod is
     /// refused (EPERM, e.g. in a user namespace), they are skipped and counted.
     pub devices: bool,
+    /// With `whiteouts`: the destination is an empty snapshot directory
+    /// for this one layer, to be stacked by overlayfs. Whiteouts are kept
+    /// in overlay's own form instead of removing anything: `.wh.<name>`
+    /// becomes a character device 0/0 `<name>`, and `.wh..wh..opq` the
+    /// `overlay.opaque` xattr of its directory (`trusted.` as root, else
+    /// `user.`). The layer's own `overlay.*` xattrs are dropped: they would
+    /// steer overlayfs.
+    pub overlay: bool,
 }
 
 /// What [`apply`] did.
@@ -124,6 +132,17 @@ pub struct ApplyStats {
     /// `SCHILY.xattr.*` records refused with EPERM or ENOTSUP (skipped as
     /// moby does with BestEffortXattrs, which BuildKit's ADD sets).
     pub skipped_xattrs: u64,
+}
+
+/// The xattr namespace overlayfs reads its markers from: `trusted.` for
+/// a mount made as root, `user.` for one made in a user namespace
+/// (`userxattr`).
+pub fn overlay_xattr_prefix() -> &'static str {
+    if rustix::process::geteuid().is_root() {
+        "trusted."
+    } else {
+        "user."
+    }
 }
 
 /// Bytes the tar reader may consume for one member's headers: the GNU
@@ -865,6 +884,9 @@ impl Applier<'_> {
             key.extend_from_slice(child);
             key
         };
+        if self.opts.overlay {
+            return self.overlay_whiteout(parent, name, label);
+        }
         if name == WH_OPAQUE {
             // Opaque: every child of the directory that a lower layer put
             // there goes; what this layer wrote, before or after the marker,
@@ -888,6 +910,48 @@ impl Applier<'_> {
         }
         self.prune(parent, target, prefix(target))
             .at(label, "applying the whiteout")
+    }
+
+    /// Records a whiteout as overlayfs does (see [`ApplyOptions::overlay`]).
+    fn overlay_whiteout(
+        &mut self,
+        parent: &OwnedFd,
+        name: &[u8],
+        label: &str,
+    ) -> Result<(), ApplyError> {
+        if name == WH_OPAQUE {
+            let key = format!("{}overlay.opaque", overlay_xattr_prefix());
+            // The directory's descriptor is an O_PATH one: set the xattr
+            // through its /proc link (which names the directory itself).
+            let path = format!("/proc/self/fd/{}", parent.as_raw_fd());
+            return rfs::setxattr(path.as_str(), key.as_str(), b"y", XattrFlags::empty())
+                .at(label, "marking the directory opaque");
+        }
+        if name.starts_with(WH_META_PREFIX) {
+            return Ok(());
+        }
+        let target = &name[WH_PREFIX.len()..];
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(ApplyError::Whiteout {
+                entry: label.to_string(),
+            });
+        }
+        // What this layer wrote under that name stays (the whiteout hides
+        // only lower layers' files, and a directory's own lower children
+        // are hidden by an opaque marker, not by this).
+        match rfs::statat(parent, os(target), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => return Ok(()),
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(io_err(label, "inspecting the whiteout's target", e)),
+        }
+        rfs::mknodat(
+            parent,
+            os(target),
+            FileType::CharacterDevice,
+            Mode::empty(),
+            0,
+        )
+        .at(label, "creating the overlay whiteout")
     }
 
     /// Removes `name` unless this layer wrote it; a directory this layer
@@ -978,6 +1042,12 @@ impl Applier<'_> {
         label: &str,
     ) -> Result<(), ApplyError> {
         for (key, value) in xattrs {
+            if self.opts.overlay
+                && (key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay."))
+            {
+                self.stats.skipped_xattrs += 1;
+                continue;
+            }
             let result = match node {
                 Node::Fd(fd) => rfs::fsetxattr(fd, os(key), value, XattrFlags::empty()),
                 _ => {

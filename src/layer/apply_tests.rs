@@ -106,6 +106,7 @@ fn layer() -> ApplyOptions {
         same_owner: true,
         chown: None,
         devices: true,
+        overlay: false,
     }
 }
 
@@ -490,6 +491,7 @@ fn every_entry_type_is_created() {
             &t,
             &ApplyOptions {
                 devices: false,
+                overlay: false,
                 ..layer()
             },
         )
@@ -888,4 +890,42 @@ fn unprivileged_apply_falls_back_instead_of_failing() {
         .file_type()
         .is_fifo());
     assert_ne!(fs::metadata(sb.p("f")).expect("f").uid(), 0);
+}
+
+#[test]
+fn overlay_mode_keeps_whiteouts_in_overlay_form() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let sb = sandbox();
+    let mut t = Tar::default();
+    t.dir("a/", 0o755)
+        .file("a/.wh..wh..opq", b"")
+        .file("a/new", b"this layer")
+        .file("a/.wh.gone", b"")
+        .file("a/.wh.new", b"")
+        .file(".wh..wh.plnk", b"");
+    t.pax(&[("SCHILY.xattr.trusted.overlay.redirect", b"/etc")]);
+    t.file("steer", b"x");
+    let opts = ApplyOptions {
+        overlay: true,
+        ..layer()
+    };
+    let stats = sb.apply(&t, &opts).expect("apply");
+    let gone = fs::symlink_metadata(sb.p("a/gone")).expect("a whiteout device");
+    assert!(gone.file_type().is_char_device() && gone.rdev() == 0);
+    // What the layer itself wrote is not hidden by its own whiteout.
+    assert_eq!(fs::read(sb.p("a/new")).expect("read"), b"this layer");
+    assert!(!sb.p(".wh..wh.plnk").exists() && !sb.p("a/.wh.gone").exists());
+    let key = format!("{}overlay.opaque", overlay_xattr_prefix());
+    assert_eq!(
+        rustix::fs::getxattr(sb.p("a").as_path(), key.as_str(), &mut [0u8; 8]).expect("opaque"),
+        1
+    );
+    assert!(rustix::fs::getxattr(
+        sb.p("steer").as_path(),
+        "trusted.overlay.redirect",
+        &mut [0u8; 8]
+    )
+    .is_err());
+    assert_eq!(stats.skipped_xattrs, 1);
+    sb.assert_contained();
 }

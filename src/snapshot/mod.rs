@@ -6,6 +6,9 @@
 //! `evil -> /` symlink resolves to a path under the root, never outside it.
 //! This module knows nothing of layers or Dockerfiles.
 
+pub mod layers;
+pub mod overlay;
+
 use std::io;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,98 @@
+//! Overlay mounts of snapshot chains, in a mount namespace of kiln's own.
+//!
+//! As root, kiln enters a private mount namespace before it starts any
+//! thread ([`init`]): every mount it makes is invisible to the host and
+//! ends with the process, even one killed with SIGKILL. A stage's files
+//! are then a read-only overlay of its layers' snapshot directories,
+//! bottom layer last, with no copying. Where that cannot be (not root, no
+//! overlayfs, `KILN_SNAPSHOTTER=copy`), builds copy instead.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+static ENABLED: OnceLock<bool> = OnceLock::new();
+static MOUNTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Enters a private mount namespace when kiln runs as root. Call first
+/// thing in `main`, while the process has one thread (unsharing the mount
+/// namespace needs that).
+pub fn init() {
+    let _ = ENABLED.set(enter_namespace());
+}
+
+fn enter_namespace() -> bool {
+    if std::env::var("KILN_SNAPSHOTTER").is_ok_and(|v| v == "copy") {
+        return false;
+    }
+    if !rustix::process::geteuid().is_root() {
+        return false;
+    }
+    // SAFETY: only NEWNS is unshared (no file-descriptor table), and the
+    // process has one thread.
+    if unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.is_err() {
+        return false;
+    }
+    use rustix::mount::MountPropagationFlags as P;
+    rustix::mount::mount_change("/", P::PRIVATE | P::REC).is_ok()
+}
+
+/// Whether stages are overlay mounts (else copies).
+pub fn enabled() -> bool {
+    ENABLED.get().copied().unwrap_or(false)
+}
+
+/// Which backend builds use, for messages: `overlay` or `copy`.
+pub fn backend() -> &'static str {
+    if enabled() {
+        "overlay"
+    } else {
+        "copy"
+    }
+}
+
+/// Mounts, read-only at `target` (an empty directory), the union of
+/// `layers` (snapshot directories, bottom first). `empty` is an empty
+/// directory, stacked at the bottom so that even one layer makes a valid
+/// overlay (whose whiteouts then hide nothing, as they should).
+pub fn mount_chain(layers: &[PathBuf], empty: &Path, target: &Path) -> io::Result<()> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags,
+        FsOpenFlags, MountAttrFlags, MoveMountFlags,
+    };
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    // `lowerdir+` takes one layer at a time, top first, so no option
+    // string limits the number of layers (overlayfs allows 500).
+    for dir in layers.iter().rev() {
+        fsconfig_set_string(&fs, "lowerdir+", dir.as_path())?;
+    }
+    fsconfig_set_string(&fs, "lowerdir+", empty)?;
+    fsconfig_create(&fs)?;
+    let mnt = fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    if let Ok(mut m) = MOUNTS.lock() {
+        m.push(target.to_path_buf());
+    }
+    Ok(())
+}
+
+/// Unmounts everything [`mount_chain`] mounted, newest first; the work
+/// directory can then be removed.
+pub fn unmount_all() {
+    let Ok(mut m) = MOUNTS.lock() else {
+        return;
+    };
+    while let Some(p) = m.pop() {
+        let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
+    }
+}
