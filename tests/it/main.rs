@@ -4,6 +4,7 @@ mod buildkit;
 mod buildkit_build;
 mod cli;
 mod consumers;
+mod debian;
 mod expand;
 mod faults;
 mod hostile;
