@@ -1,11 +1,14 @@
-//! The registry client: references as Docker normalizes them, and pulls
-//! per the OCI distribution spec (manifest negotiation, platform
-//! selection, blobs streamed into the content store and verified).
+//! The registry client, per the OCI distribution spec: references as
+//! Docker normalizes them; manifests and indexes negotiated; blobs
+//! streamed into the content store and verified; uploads (HEAD check,
+//! cross-repository mount, resumable PATCH, closing PUT) in [`upload`].
 //!
-//! Anonymous access, basic auth and bearer tokens from the registry's
-//! challenge are supported, with credentials found as the docker CLI finds
-//! them ([`auth`]); pushes and retries come with the rest of the registry
-//! issue. This module knows nothing of Dockerfiles or snapshots.
+//! Every request goes through [`Client::send`]: 401 challenges answered
+//! with basic auth or bearer tokens ([`token`], cached per scope),
+//! credentials found as the docker CLI finds them ([`auth`]), transient
+//! failures retried with backoff, and any other status a [`StatusError`]
+//! naming the URL, the status and the registry's error body. This module
+//! knows nothing of Dockerfiles or snapshots.
 
 pub mod auth;
 mod token;

@@ -1,10 +1,11 @@
-//! Snapshot directories: a stage's root filesystem as a plain directory,
-//! and the path arithmetic that keeps every access inside it.
+//! Snapshot directories: per-layer snapshots in the store ([`layers`]),
+//! their overlay mounts ([`overlay`]), and the path arithmetic that keeps
+//! every access inside a root filesystem.
 //!
 //! [`resolve_in_root`] follows symlinks as if the directory were `/` (what a
 //! chroot would see), so an image's `/lib -> usr/lib` or a hostile
 //! `evil -> /` symlink resolves to a path under the root, never outside it.
-//! This module knows nothing of layers or Dockerfiles.
+//! This module knows nothing of Dockerfiles or registries.
 
 pub mod layers;
 pub mod overlay;
