@@ -49,7 +49,15 @@ impl Client {
             (domain == self.reference.domain && repo != self.reference.repository)
                 .then(|| repo.to_string())
         });
-        let mut session = match self.start(digest, from.as_deref())? {
+        let started = match from.as_deref() {
+            // A mount the registry (or its token service) refuses outright
+            // is only a missed shortcut: upload instead.
+            Some(repo) => self
+                .start(digest, Some(repo))
+                .or_else(|_| self.start(digest, None))?,
+            None => self.start(digest, None)?,
+        };
+        let mut session = match started {
             Some(s) => s,
             None => {
                 finished(digest, total, "mounted");
