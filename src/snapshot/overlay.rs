@@ -71,7 +71,9 @@ pub fn mount_chain(layers: &[PathBuf], empty: &Path, target: &Path) -> io::Resul
     let mnt = fsmount(
         &fs,
         FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV,
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOSUID,
     )?;
     move_mount(
         &mnt,
