@@ -9,6 +9,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 static PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Kills process `pid` (a sandbox helper) if kiln is interrupted; its
+/// step's whole process tree goes with it.
+pub fn register_child(pid: u32) {
+    if let Ok(mut v) = CHILDREN.lock() {
+        v.push(pid);
+    }
+}
+
+/// The process `pid` has ended.
+pub fn forget_child(pid: u32) {
+    if let Ok(mut v) = CHILDREN.lock() {
+        v.retain(|x| *x != pid);
+    }
+}
 
 /// Removes `p` if kiln is interrupted, until [`forget`] is called.
 pub fn register(p: &Path) {
@@ -32,7 +48,20 @@ pub fn install() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            // Overlay mounts first, so that removing the work directory
+            // Running steps first: their helpers take their namespaces,
+            // processes and mounts with them.
+            if let Ok(v) = CHILDREN.lock() {
+                for pid in v.iter() {
+                    if let Ok(pid) = i32::try_from(*pid) {
+                        // SAFETY: kill with a plain pid.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        let mut status = 0;
+                        // SAFETY: reaping our own child.
+                        unsafe { libc::waitpid(pid, &mut status, 0) };
+                    }
+                }
+            }
+            // Overlay mounts next, so that removing the work directory
             // does not walk into them.
             crate::snapshot::overlay::unmount_all();
             if let Ok(v) = PATHS.lock() {

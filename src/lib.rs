@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cmd;
 pub mod context;
 pub mod dockerfile;
+pub mod exec;
 pub mod export;
 pub mod image;
 pub mod layer;

@@ -5,6 +5,12 @@ use kiln::cli::{Cli, Command};
 use kiln::cmd;
 
 fn main() {
+    // The sandbox helper of a RUN step: single-threaded, before anything.
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some(kiln::exec::HELPER_ARG) {
+        let spec = args.next().unwrap_or_default();
+        kiln::exec::sandbox::main(&spec);
+    }
     // Before any thread exists: as root, a mount namespace of kiln's own.
     kiln::snapshot::overlay::init();
     let cli = Cli::parse();

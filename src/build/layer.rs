@@ -12,6 +12,17 @@ use anyhow::{Context as _, Result};
 /// nothing still gets a layer (the empty tar), as BuildKit gives COPY, ADD
 /// and WORKDIR one.
 pub fn write(entries: Vec<Entry>, opts: &BuildOptions, store: &Store) -> Result<LayerBlob> {
+    write_with(entries, opts, store, true)
+}
+
+/// [`write`], choosing whether files that share an inode become
+/// hardlinks (`no_inode_links` false: a RUN step's upper directory).
+pub fn write_with(
+    entries: Vec<Entry>,
+    opts: &BuildOptions,
+    store: &Store,
+    no_inode_links: bool,
+) -> Result<LayerBlob> {
     let tmp = store.temp_file()?;
     let file = tmp.reopen().context("cannot open the layer file")?;
     let sink = LayerSink::new(
@@ -21,8 +32,8 @@ pub fn write(entries: Vec<Entry>, opts: &BuildOptions, store: &Store) -> Result<
     );
     let wopts = WriteOptions {
         source_date_epoch: opts.source_date_epoch,
-        // COPY decided which files are hardlinks (within one source only).
-        no_inode_links: true,
+        // COPY decides which files are hardlinks (within one source only).
+        no_inode_links,
     };
     let sink = writer::write_tar(entries, sink, &wopts).context("cannot write the layer")?;
     let (mut out, info) = sink.finish().context("cannot compress the layer")?;

@@ -13,6 +13,7 @@ mod glob;
 mod import;
 mod layer;
 mod meta;
+mod run;
 mod users;
 mod view;
 
@@ -24,7 +25,7 @@ use crate::image::{Image, LayerBlob};
 use crate::layer::compress::Compression;
 use crate::plan::{Base, CopyOp, Op, Plan, Source, Stage, Step};
 use crate::store::Store;
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -49,6 +50,8 @@ pub struct BuildOptions {
     /// Write the target stage's files to disk (for `type=local` and
     /// `type=tar` outputs); otherwise only its layers are made.
     pub materialize: bool,
+    /// Keep RUN steps' output to the error of a failing step (`-q`).
+    pub quiet: bool,
 }
 
 /// A step failure, with the Dockerfile line it happened at.
@@ -271,7 +274,10 @@ fn run_step(
     created: &str,
 ) -> Result<()> {
     match &step.op {
-        Op::Run { .. } => bail!("RUN is not implemented yet in this version of kiln"),
+        Op::Run { .. } => {
+            let (layer, text) = run::run(&step.op, state, opts, store)?;
+            push_history(state, created, text, Some(layer))?;
+        }
         Op::Copy(c) => {
             let layer = run_copy(c, state, opts, store, done, images, now)?;
             push_history(state, created, copy_history(c), Some(layer))?;

@@ -65,9 +65,150 @@ fn lookup(read: ReadFile, file: &str, name: &str) -> Result<(u32, u32), String> 
     Err(format!("no entry in /{file}"))
 }
 
+/// A RUN step's user: ids, supplementary groups and home directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// From /etc/passwd; `/` when the user has no entry (runc's default).
+    pub home: String,
+}
+
+/// The uid, gid, supplementary groups and home of a RUN step, for USER
+/// `user[:group]`, the way runc resolves them (moby/sys/user's
+/// `GetExecUser`, which BuildKit uses): a name must be in /etc/passwd; a
+/// number need not be (its gid is then 0); without an explicit group,
+/// the primary group is the passwd entry's and the supplementary groups
+/// are those in /etc/group that list the user's name.
+pub fn exec_user(read: ReadFile, spec: &str) -> Result<ExecUser, String> {
+    if spec.is_empty() {
+        // No USER: root, whatever the image's files say (BuildKit does
+        // not look); supplementary groups and home still come from the
+        // image's files.
+        return exec_user(read, "0").map(|u| ExecUser {
+            uid: 0,
+            gid: 0,
+            ..u
+        });
+    }
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = read("etc/passwd")?.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let entry = passwd.as_deref().and_then(|text| {
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let (name, uid, gid) = (f.first()?, f.get(2)?, f.get(3)?);
+            let (uid, gid) = (
+                uid.trim().parse::<u32>().ok()?,
+                gid.trim().parse::<u32>().ok()?,
+            );
+            let home = f
+                .get(5)
+                .filter(|h| !h.is_empty())
+                .unwrap_or(&"/")
+                .to_string();
+            (*name == user || user.parse::<u32>().ok() == Some(uid))
+                .then(|| (name.to_string(), uid, gid, home))
+        })
+    });
+    let (name, uid, mut gid, home) = match (entry, user.parse::<u32>()) {
+        (Some(e), _) => (Some(e.0), e.1, e.2, e.3),
+        (None, Ok(n)) => (None, n, 0, "/".to_string()),
+        (None, Err(_)) => {
+            return Err(format!(
+                "unable to find user {user}: no matching entries in passwd file"
+            ))
+        }
+    };
+    let groups_text = read("etc/group")?.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let groups: Vec<(String, u32, Vec<String>)> = groups_text
+        .as_deref()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let gid = f.get(2)?.trim().parse::<u32>().ok()?;
+            let members = f
+                .get(3)
+                .map(|m| {
+                    m.split(',')
+                        .filter(|x| !x.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some((f[0].to_string(), gid, members))
+        })
+        .collect();
+    let mut sgids = Vec::new();
+    match group {
+        Some(g) if !g.is_empty() => {
+            gid = match groups.iter().find(|(n, _, _)| n == g) {
+                Some((_, id, _)) => *id,
+                None => g.parse::<u32>().map_err(|_| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
+            };
+        }
+        _ => {
+            if let Some(name) = &name {
+                for (_, id, members) in &groups {
+                    if members.iter().any(|m| m == name) && !sgids.contains(id) {
+                        sgids.push(*id);
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExecUser {
+        uid,
+        gid,
+        groups: sgids,
+        home,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::resolve_chown;
+    use super::{exec_user, resolve_chown, ReadFile};
+
+    fn resolve_exec_user(read: ReadFile, spec: &str) -> Result<(u32, u32, Vec<u32>), String> {
+        exec_user(read, spec).map(|u| (u.uid, u.gid, u.groups))
+    }
+
+    #[test]
+    fn exec_users_resolve_as_runc() {
+        let read = files(
+            Some("root:x:0:0::/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/sh\n"),
+            Some("root:x:0:\nstaff:x:50:www-data\nwww-data:x:33:\nadm:x:4:www-data,root\n"),
+        );
+        assert_eq!(resolve_exec_user(&read, "").expect("root"), (0, 0, vec![4]));
+        assert_eq!(
+            resolve_exec_user(&read, "www-data").expect("named"),
+            (33, 33, vec![50, 4])
+        );
+        assert_eq!(
+            resolve_exec_user(&read, "www-data:staff").expect("group"),
+            (33, 50, vec![])
+        );
+        assert_eq!(
+            resolve_exec_user(&read, "33").expect("numeric"),
+            (33, 33, vec![50, 4])
+        );
+        assert_eq!(
+            resolve_exec_user(&read, "1234:7").expect("unknown"),
+            (1234, 7, vec![])
+        );
+        assert_eq!(
+            resolve_exec_user(&read, "1234").expect("unknown"),
+            (1234, 0, vec![])
+        );
+        assert!(resolve_exec_user(&read, "nobody").is_err());
+        assert!(resolve_exec_user(&read, "root:nogroup").is_err());
+    }
 
     fn files(
         passwd: Option<&'static str>,

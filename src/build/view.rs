@@ -138,6 +138,43 @@ impl View {
         }
     }
 
+    /// Mounts the overlay of the snapshots at a new mount point (the old
+    /// overlay may be another stage's view too) and makes it the disk.
+    fn remount(&mut self) -> Result<()> {
+        let Some(chain) = &self.snapshots else {
+            return Ok(());
+        };
+        let mut n = 0;
+        let target = loop {
+            let t = PathBuf::from(format!("{}.{n}", self.root.display()));
+            if !t.exists() {
+                break t;
+            }
+            n += 1;
+        };
+        super::import::mount(chain, &target)?;
+        self.root = target;
+        Ok(())
+    }
+
+    /// The snapshots the disk is an overlay of, bottom first (overlay
+    /// backend).
+    pub fn snapshots(&self) -> Option<&[PathBuf]> {
+        self.snapshots.as_deref()
+    }
+
+    /// Stacks a committed snapshot (a RUN step's changes) on the disk,
+    /// which then holds every file of the stage: the index of pending
+    /// entries is no longer needed (materialize first).
+    pub fn push_snapshot(&mut self, snapshot: PathBuf) -> Result<()> {
+        let Some(chain) = &mut self.snapshots else {
+            anyhow::bail!("a snapshot can only be stacked on an overlay view");
+        };
+        chain.push(snapshot);
+        self.index.clear();
+        self.remount()
+    }
+
     /// Whether the disk is a read-only overlay of snapshots.
     pub fn is_overlay(&self) -> bool {
         self.snapshots.is_some()
@@ -295,19 +332,7 @@ impl View {
                     &blob.diff_id,
                 )?);
             }
-            // A new mount point: the old overlay may be another stage's
-            // view too.
-            let mut n = 0;
-            let target = loop {
-                let t = PathBuf::from(format!("{}.{n}", self.root.display()));
-                if !t.exists() {
-                    break t;
-                }
-                n += 1;
-            };
-            super::import::mount(chain, &target)?;
-            self.root = target;
-            return Ok(());
+            return self.remount();
         }
         for blob in std::mem::take(&mut self.pending) {
             let p = store.blob_path(&blob.digest)?;

@@ -186,6 +186,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         materialize: outputs
             .iter()
             .any(|o| matches!(o.kind, export::Kind::Local | export::Kind::Tar)),
+        quiet,
     };
     let mut log = |line: &str| {
         if !quiet {

@@ -608,7 +608,8 @@ fn xattr_call(
     }
 }
 
-fn read_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, WriteError> {
+/// The xattrs a layer keeps of a file (capabilities, IMA, `user.*`).
+pub fn read_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, WriteError> {
     let mut xattrs = BTreeMap::new();
     let mut buf = vec![0u8; 64 * 1024];
     let Some(names) = xattr_call(path, &mut buf, |b| rustix::fs::llistxattr(path, b))? else {

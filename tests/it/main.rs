@@ -16,6 +16,7 @@ mod plan;
 pub mod proxy;
 mod realworld;
 mod registry;
+mod run;
 mod snapshots;
 mod token;
 mod transport;

@@ -1,0 +1,284 @@
+//! RUN: the step's process runs in the sandbox ([`crate::exec`]) over an
+//! overlay of the stage's snapshots with a fresh upper directory; the
+//! upper directory becomes the step's layer ([`crate::snapshot::diff`])
+//! and, renamed into the store, the snapshot the next step stacks on.
+
+use super::{layer, users, BuildOptions, StageState};
+use crate::exec::{Exit, Spec};
+use crate::layer::writer::read_xattrs;
+use crate::plan::Op;
+use crate::store::{digest_hex, Store};
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+/// The hostname steps see, as in BuildKit.
+const HOSTNAME: &str = "buildkitsandbox";
+
+/// Files the sandbox mounts over; those the image lacks are created as
+/// stubs for the mount and removed from the layer afterwards.
+const STUBS: [&str; 6] = [
+    "proc",
+    "dev",
+    "sys",
+    "etc/hosts",
+    "etc/resolv.conf",
+    "etc/hostname",
+];
+
+/// Runs a RUN step; returns its layer and history text.
+pub fn run(
+    op: &Op,
+    state: &mut StageState,
+    opts: &BuildOptions,
+    store: &Store,
+) -> Result<(crate::image::LayerBlob, String)> {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Op::Run {
+        argv,
+        files,
+        mounts,
+        network,
+        security,
+        env,
+        args,
+        proxy,
+        workdir,
+        user,
+        ..
+    } = op
+    else {
+        bail!("not a RUN step");
+    };
+    if !state.view.is_overlay() {
+        bail!(
+            "RUN needs overlay snapshots, which need root in this version of kiln \
+             (rootless RUN and the copy fallback come next; KILN_SNAPSHOTTER=copy has no RUN)"
+        );
+    }
+    if !mounts.is_empty() {
+        bail!("RUN --mount is not implemented yet in this version of kiln");
+    }
+    if security == "insecure" {
+        bail!("RUN --security=insecure needs the security.insecure entitlement, which kiln does not grant");
+    }
+    let isolate_network = match network.as_str() {
+        "none" => true,
+        "default" | "host" => false,
+        other => bail!("RUN --network={other} is not supported"),
+    };
+    state.view.materialize(store)?;
+    let read = |p: &str| super::view_read(&state.view, p);
+    let who = users::exec_user(&read, user).map_err(|e| anyhow!("USER {user:?}: {e}"))?;
+
+    let dir = opts.work.join(format!("run-{seq}"));
+    let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+    let empty = dir.join("empty");
+    for d in [&upper, &work, &rootfs, &empty] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let hosts = dir.join("hosts");
+    let resolv = dir.join("resolv.conf");
+    let hostname = dir.join("hostname");
+    write(&hosts, &crate::exec::hosts_file(HOSTNAME))?;
+    write(&resolv, &crate::exec::resolv_conf()?)?;
+    write(&hostname, &format!("{HOSTNAME}\n"))?;
+
+    let lower = state.view.root.clone();
+    let missing: Vec<&str> = STUBS
+        .iter()
+        .copied()
+        .filter(|p| std::fs::symlink_metadata(lower.join(p)).is_err())
+        .collect();
+    let etc_missing = std::fs::symlink_metadata(lower.join("etc")).is_err();
+
+    let mut vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    vars.extend(proxy.iter().map(|(k, v)| format!("{k}={v}")));
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        vars.push(format!("PATH={}", super::DEFAULT_PATH));
+    }
+    // runc's HOME: the user's, unless ENV set one.
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        vars.push(format!("HOME={}", who.home));
+    }
+    let spec = Spec {
+        lowers: state.view.snapshots().unwrap_or_default().to_vec(),
+        empty,
+        upper: upper.clone(),
+        work: work.clone(),
+        rootfs,
+        argv: argv.clone(),
+        env: vars,
+        cwd: workdir.clone(),
+        uid: who.uid,
+        gid: who.gid,
+        groups: who.groups,
+        hostname: HOSTNAME.into(),
+        isolate_network,
+        binds: vec![
+            ("/etc/hosts".into(), hosts),
+            ("/etc/resolv.conf".into(), resolv),
+            ("/etc/hostname".into(), hostname),
+        ],
+        dev_files: files
+            .iter()
+            .map(|f| (f.path.clone(), f.data.clone(), 0o755))
+            .collect(),
+        status: dir.join("status"),
+    };
+    let echo = |line: &str| eprintln!("{line}");
+    let echo: Option<&dyn Fn(&str)> = if opts.quiet { None } else { Some(&echo) };
+    let outcome = crate::exec::run(&spec, &dir.join("spec.json"), echo)?;
+    let shown = go_quote_argv(argv);
+    match outcome.exit {
+        Exit::Code(0) => {}
+        exit => {
+            let how = match exit {
+                Exit::Code(n) => format!("exit code: {n}"),
+                Exit::Signal(s) => format!("killed by signal {s}"),
+            };
+            let tail = if outcome.tail.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "\n  its last output:\n{}",
+                    outcome
+                        .tail
+                        .iter()
+                        .map(|l| format!("    {l}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            };
+            bail!("process {shown} did not complete successfully: {how}{tail}");
+        }
+    }
+
+    remove_stubs(&upper, &lower, &missing, etc_missing)?;
+    let lower_dir = |p: &str| -> Option<crate::snapshot::diff::DirMeta> {
+        let path = lower.join(p);
+        let m = std::fs::symlink_metadata(&path).ok()?;
+        if !m.is_dir() {
+            return None;
+        }
+        let x = read_xattrs(&path).ok()?;
+        Some((m.mode() & 0o7777, m.uid(), m.gid(), m.mtime(), x))
+    };
+    let entries = crate::snapshot::diff::upper_entries(&upper, &lower_dir)
+        .context("cannot read the step's changes")?;
+    let blob = layer::write_with(entries, opts, store, false)?;
+    let snapshot = commit_snapshot(store, &upper, &blob.diff_id)?;
+    let _ = std::fs::remove_dir_all(&work);
+    state.view.push_snapshot(snapshot)?;
+    Ok((blob, history_text(argv, args)))
+}
+
+fn write(p: &Path, text: &str) -> Result<()> {
+    std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))
+}
+
+/// Removes the mount points the sandbox had to create (they are still
+/// empty: mounts covered them), so they do not reach the layer; a
+/// directory copied up only to hold one gets its old times back.
+fn remove_stubs(upper: &Path, lower: &Path, missing: &[&str], etc_missing: bool) -> Result<()> {
+    for stub in missing {
+        let p = upper.join(stub);
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let removed = if m.is_dir() {
+            std::fs::remove_dir(&p).is_ok()
+        } else if m.is_file() && m.len() == 0 {
+            std::fs::remove_file(&p).is_ok()
+        } else {
+            false
+        };
+        if !removed {
+            continue;
+        }
+        let parent = Path::new(stub).parent().unwrap_or(Path::new(""));
+        if parent.as_os_str().is_empty() {
+            continue;
+        }
+        if etc_missing {
+            // The sandbox made /etc for its stubs; empty now, it goes too.
+            let _ = std::fs::remove_dir(upper.join(parent));
+        } else if let Ok(lm) = std::fs::symlink_metadata(lower.join(parent)) {
+            let times = rustix::fs::Timestamps {
+                last_access: ts(lm.atime(), lm.atime_nsec()),
+                last_modification: ts(lm.mtime(), lm.mtime_nsec()),
+            };
+            let _ = rustix::fs::utimensat(
+                rustix::fs::CWD,
+                upper.join(parent).as_path(),
+                &times,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn ts(secs: i64, nanos: i64) -> rustix::fs::Timespec {
+    rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: nanos as _,
+    }
+}
+
+/// Moves a step's upper directory into the store as the snapshot of
+/// `diff_id` (another build's identical snapshot is as good).
+fn commit_snapshot(store: &Store, upper: &Path, diff_id: &str) -> Result<PathBuf> {
+    let dir = store.root().join("snapshots/sha256");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dest = dir.join(digest_hex(diff_id)?);
+    if dest.is_dir() {
+        let _ = std::fs::remove_dir_all(upper);
+        return Ok(dest);
+    }
+    match std::fs::rename(upper, &dest) {
+        Ok(()) => Ok(dest),
+        Err(_) if dest.is_dir() => Ok(dest),
+        Err(e) => Err(e).with_context(|| format!("cannot move a snapshot to {}", dest.display())),
+    }
+}
+
+/// `RUN` history as BuildKit writes it: `|N K=V ...` for the build args
+/// in scope, then the argv, then ` # buildkit`.
+fn history_text(argv: &[String], args: &[(String, String)]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !args.is_empty() {
+        parts.push(format!("|{}", args.len()));
+        parts.extend(args.iter().map(|(k, v)| format!("{k}={v}")));
+    }
+    parts.extend(argv.iter().cloned());
+    format!("RUN {} # buildkit", parts.join(" "))
+}
+
+/// The argv as BuildKit quotes it in errors: `"/bin/sh -c exit 3"`.
+fn go_quote_argv(argv: &[String]) -> String {
+    super::meta::go_quote(&argv.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_as_buildkit() {
+        let argv = vec!["/bin/sh".to_string(), "-c".into(), "echo hi".into()];
+        assert_eq!(
+            history_text(&argv, &[]),
+            "RUN /bin/sh -c echo hi # buildkit"
+        );
+        assert_eq!(
+            history_text(
+                &argv,
+                &[("A".into(), "1".into()), ("B".into(), "x y".into())]
+            ),
+            "RUN |2 A=1 B=x y /bin/sh -c echo hi # buildkit"
+        );
+        assert_eq!(go_quote_argv(&argv), "\"/bin/sh -c echo hi\"");
+    }
+}

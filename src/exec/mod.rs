@@ -1,0 +1,190 @@
+//! Running a RUN step's process in a sandbox, as BuildKit's runc executor
+//! does: new mount, PID, UTS and IPC namespaces (and network, for
+//! `--network=none`), the step's root an overlay of its layers' snapshots
+//! plus a fresh upper directory, `/proc`, a minimal `/dev`, a read-only
+//! `/sys`, and kiln's `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`.
+//!
+//! Namespaces cannot be entered by a multi-threaded process, so kiln
+//! re-executes itself as a single-threaded helper ([`sandbox`]) with the
+//! [`Spec`] in a file. The helper forks the step's PID 1, which sets up
+//! its mounts, pivots into the root and executes the command. When kiln
+//! dies, the helper dies (parent-death signal), and with it the PID
+//! namespace and every mount in it.
+
+pub mod sandbox;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// The argument that makes kiln the sandbox helper.
+pub const HELPER_ARG: &str = "__kiln-sandbox";
+
+/// What the helper needs to run one step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    /// Snapshot directories, bottom first.
+    pub lowers: Vec<PathBuf>,
+    /// An empty directory (the bottom layer when there are no lowers).
+    pub empty: PathBuf,
+    pub upper: PathBuf,
+    /// overlayfs's work directory, beside `upper`.
+    pub work: PathBuf,
+    /// Where the root is mounted (an empty directory).
+    pub rootfs: PathBuf,
+    pub argv: Vec<String>,
+    /// `KEY=value`.
+    pub env: Vec<String>,
+    /// Absolute, in the container.
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub hostname: String,
+    /// A network namespace of its own (`--network=none`).
+    pub isolate_network: bool,
+    /// Host files bind-mounted over container paths (`/etc/hosts`...).
+    pub binds: Vec<(String, PathBuf)>,
+    /// Files written under `/dev` (heredoc scripts in `/dev/pipes/`):
+    /// container path, content, mode.
+    pub dev_files: Vec<(String, String, u32)>,
+    /// Where the helper reports how the step ended.
+    pub status: PathBuf,
+}
+
+/// How a step's process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// A finished step: how it ended, and the last lines of its output.
+#[derive(Debug)]
+pub struct Outcome {
+    pub exit: Exit,
+    pub tail: Vec<String>,
+}
+
+/// Lines of output kept for the error of a failing step.
+const TAIL: usize = 20;
+
+/// Runs `spec` in the sandbox helper; the step's stdout and stderr go to
+/// `echo` (when given) line by line as they come.
+pub fn run(spec: &Spec, spec_path: &Path, echo: Option<&dyn Fn(&str)>) -> Result<Outcome> {
+    let text = serde_json::to_vec(spec).context("cannot encode the sandbox spec")?;
+    std::fs::write(spec_path, text)
+        .with_context(|| format!("cannot write {}", spec_path.display()))?;
+    let (reader, writer) = std::io::pipe().context("cannot create a pipe")?;
+    let writer2 = writer.try_clone().context("cannot create a pipe")?;
+    let mut child = std::process::Command::new("/proc/self/exe")
+        .arg(HELPER_ARG)
+        .arg(spec_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(writer2)
+        .spawn()
+        .context("cannot start the sandbox helper")?;
+    crate::cleanup::register_child(child.id());
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let mut lines = std::io::BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match lines.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']);
+                if let Some(f) = echo {
+                    f(line);
+                }
+                if tail.len() == TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line.to_string());
+            }
+            Err(_) => break,
+        }
+    }
+    let status = child.wait().context("cannot wait for the sandbox helper")?;
+    crate::cleanup::forget_child(child.id());
+    let report = std::fs::read_to_string(&spec.status).unwrap_or_default();
+    let exit = parse_status(&report).ok_or_else(|| {
+        anyhow!(
+            "the sandbox helper ended ({status}) without a report{}",
+            tail.back().map(|l| format!(": {l}")).unwrap_or_default()
+        )
+    })??;
+    Ok(Outcome {
+        exit,
+        tail: tail.into_iter().collect(),
+    })
+}
+
+/// The helper's report: `exit N`, `signal N`, or `error MESSAGE` (the
+/// sandbox could not be set up, or the command not started).
+fn parse_status(s: &str) -> Option<Result<Exit>> {
+    let s = s.trim_end();
+    if let Some(n) = s.strip_prefix("exit ") {
+        return n.parse().ok().map(|n| Ok(Exit::Code(n)));
+    }
+    if let Some(n) = s.strip_prefix("signal ") {
+        return n.parse().ok().map(|n| Ok(Exit::Signal(n)));
+    }
+    s.strip_prefix("error ").map(|m| Err(anyhow!("{m}")))
+}
+
+/// Writes the helper's report (best effort: the parent says when it is
+/// missing).
+pub(crate) fn report(path: &Path, text: &str) {
+    if let Ok(mut f) = std::fs::File::create(path) {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+/// The `/etc/hosts` a step sees, as BuildKit's.
+pub fn hosts_file(hostname: &str) -> String {
+    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+}
+
+/// The host's resolver configuration for steps: systemd-resolved's
+/// upstream file when the host's points at the local stub, as BuildKit
+/// does.
+pub fn resolv_conf() -> Result<String> {
+    let main = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if main
+        .lines()
+        .any(|l| l.trim_start().starts_with("nameserver 127.0.0.53"))
+    {
+        if let Ok(up) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            return Ok(up);
+        }
+    }
+    if main.is_empty() {
+        bail!("the host has no /etc/resolv.conf");
+    }
+    Ok(main)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_parse() {
+        assert_eq!(
+            parse_status("exit 3\n").map(|r| r.ok()),
+            Some(Some(Exit::Code(3)))
+        );
+        assert_eq!(
+            parse_status("signal 9").map(|r| r.ok()),
+            Some(Some(Exit::Signal(9)))
+        );
+        let e = parse_status("error exec: nope: not found").map(|r| r.err().map(|e| e.to_string()));
+        assert_eq!(e, Some(Some("exec: nope: not found".to_string())));
+        assert!(parse_status("").is_none());
+    }
+}

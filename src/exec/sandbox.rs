@@ -1,0 +1,395 @@
+//! The sandbox helper: kiln re-executed as `kiln __kiln-sandbox SPEC`,
+//! single-threaded. It unshares the namespaces, forks the step's PID 1,
+//! waits for it and writes how it ended to the spec's status file. PID 1
+//! mounts the root and its special filesystems, pivots into the root,
+//! drops to the step's user and executes the command.
+
+use super::{report, Spec};
+use rustix::mount::{MountFlags, MountPropagationFlags};
+use std::ffi::CString;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+
+/// The helper's `main`; never returns.
+pub fn main(spec_path: &str) -> ! {
+    let spec: Spec = match std::fs::read(spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kiln sandbox: cannot read {spec_path}: {e}");
+            std::process::exit(125);
+        }
+    };
+    // Die with kiln.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // The mount namespace is PID 1's alone (unshared after the fork):
+    // pivot_root moves every process of a mount namespace into the new
+    // root, and the helper must keep the host's.
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if spec.isolate_network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: the helper has one thread.
+    if unsafe { libc::unshare(flags) } != 0 {
+        fail(
+            &spec,
+            "cannot create the namespaces",
+            std::io::Error::last_os_error(),
+        );
+    }
+    // SAFETY: single-threaded; the child only calls async-signal-safe
+    // functions until it executes (allocation is fine: no other thread
+    // holds the allocator's lock).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        fail(&spec, "cannot fork", std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        // Opened before the pivot, which hides the host's paths.
+        let status = std::fs::File::create(&spec.status);
+        // SAFETY: single-threaded.
+        let err = if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            format!(
+                "cannot create the mount namespace: {}",
+                std::io::Error::last_os_error()
+            )
+        } else {
+            init(&spec)
+        };
+        if let Ok(mut f) = status {
+            use std::io::Write as _;
+            let _ = write!(f, "error {err}");
+        }
+        std::process::exit(127);
+    }
+    // Signals to the helper end the step (its PID 1 takes its whole
+    // namespace with it).
+    forward_signals(pid);
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            fail(
+                &spec,
+                "cannot wait for the step",
+                std::io::Error::last_os_error(),
+            );
+        }
+    }
+    // PID 1 reports its own setup failures; keep that report.
+    let own = std::fs::read_to_string(&spec.status).unwrap_or_default();
+    if !own.starts_with("error ") {
+        let text = if libc::WIFSIGNALED(status) {
+            format!("signal {}", libc::WTERMSIG(status))
+        } else {
+            format!("exit {}", libc::WEXITSTATUS(status))
+        };
+        report(&spec.status, &text);
+    }
+    std::process::exit(0);
+}
+
+fn fail(spec: &Spec, what: &str, e: std::io::Error) -> ! {
+    report(&spec.status, &format!("error {what}: {e}"));
+    std::process::exit(126);
+}
+
+static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn kill_child(_: libc::c_int) {
+    let pid = CHILD.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+fn forward_signals(pid: libc::pid_t) {
+    CHILD.store(pid, std::sync::atomic::Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installing a handler that only calls kill.
+        unsafe { libc::signal(sig, kill_child as *const () as libc::sighandler_t) };
+    }
+}
+
+/// PID 1: mounts, pivot, user, exec. Returns only on failure.
+fn init(spec: &Spec) -> String {
+    match setup(spec) {
+        Ok(()) => {}
+        Err(e) => return e,
+    }
+    let Some((prog, args)) = spec.argv.split_first() else {
+        return "the step has no command".into();
+    };
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(args).env_clear();
+    for kv in &spec.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let e = cmd.exec();
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return format!("exec: {prog:?}: executable file not found in $PATH");
+    }
+    format!("exec: {prog:?}: {e}")
+}
+
+fn setup(spec: &Spec) -> Result<(), String> {
+    let root = &spec.rootfs;
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| format!("cannot make the mounts private: {e}"))?;
+    mount_root(spec).map_err(|e| format!("cannot mount the step's root filesystem: {e}"))?;
+    // The mount points the parent checked for; what it had to create it
+    // removes from the layer afterwards.
+    for dir in ["proc", "dev", "sys"] {
+        ensure_dir(&root.join(dir))?;
+    }
+    rustix::mount::mount(
+        "proc",
+        root.join("proc"),
+        "proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )
+    .map_err(|e| format!("cannot mount /proc: {e}"))?;
+    setup_dev(spec)?;
+    if spec.isolate_network {
+        // A sysfs of the step's own network namespace (only `lo`), and
+        // that interface up, as runc does.
+        rustix::mount::mount(
+            "sysfs",
+            root.join("sys"),
+            "sysfs",
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            None,
+        )
+        .map_err(|e| format!("cannot mount /sys: {e}"))?;
+        loopback_up().map_err(|e| format!("cannot bring up lo: {e}"))?;
+    } else {
+        bind(Path::new("/sys"), &root.join("sys"), true, true).map_err(|e| format!("/sys: {e}"))?;
+    }
+    for (target, host) in &spec.binds {
+        let dest = root.join(target.trim_start_matches('/'));
+        if let Some(parent) = dest.parent() {
+            ensure_dir(parent)?;
+        }
+        if std::fs::symlink_metadata(&dest).is_err() {
+            std::fs::write(&dest, b"").map_err(|e| format!("cannot create {target}: {e}"))?;
+        }
+        bind(host, &dest, false, false).map_err(|e| format!("{target}: {e}"))?;
+    }
+    let cwd = root.join(spec.cwd.trim_start_matches('/'));
+    ensure_dir(&cwd)?;
+    pivot(root)?;
+    std::env::set_current_dir(&spec.cwd)
+        .map_err(|e| format!("cannot change to the working directory {}: {e}", spec.cwd))?;
+    // SAFETY: plain syscalls with valid buffers.
+    unsafe {
+        let name = spec.hostname.as_bytes();
+        if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
+            return Err(format!(
+                "cannot set the hostname: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if libc::setgroups(spec.groups.len(), spec.groups.as_ptr()) != 0 {
+            return Err(format!(
+                "cannot set the groups: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if libc::setgid(spec.gid) != 0 {
+            return Err(format!(
+                "cannot set gid {}: {}",
+                spec.gid,
+                std::io::Error::last_os_error()
+            ));
+        }
+        if libc::setuid(spec.uid) != 0 {
+            return Err(format!(
+                "cannot set uid {}: {}",
+                spec.uid,
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `ip link set lo up`, through the SIOCSIFFLAGS ioctl.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a socket used for one ioctl on a zeroed, filled-in ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn ensure_dir(p: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Ok(()),
+        _ => std::fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display())),
+    }
+}
+
+/// The overlay of the lowers with the upper directory on top.
+fn mount_root(spec: &Spec) -> std::io::Result<()> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags,
+        FsOpenFlags, MountAttrFlags, MoveMountFlags,
+    };
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for dir in spec.lowers.iter().rev() {
+        fsconfig_set_string(&fs, "lowerdir+", dir.as_path())?;
+    }
+    fsconfig_set_string(&fs, "lowerdir+", spec.empty.as_path())?;
+    fsconfig_set_string(&fs, "upperdir", spec.upper.as_path())?;
+    fsconfig_set_string(&fs, "workdir", spec.work.as_path())?;
+    // The upper directory must hold every change in full: no redirects
+    // for renamed directories, no metadata-only copies.
+    fsconfig_set_string(&fs, "redirect_dir", "off")?;
+    fsconfig_set_string(&fs, "metacopy", "off")?;
+    fsconfig_set_string(&fs, "index", "off")?;
+    fsconfig_create(&fs)?;
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        spec.rootfs.as_path(),
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
+fn bind(src: &Path, dest: &Path, recursive: bool, readonly: bool) -> rustix::io::Result<()> {
+    let mut flags = MountFlags::BIND;
+    if recursive {
+        flags |= MountFlags::REC;
+    }
+    rustix::mount::mount(src, dest, "", flags, None)?;
+    if readonly {
+        rustix::mount::mount_remount(
+            dest,
+            MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+            "",
+        )?;
+    }
+    Ok(())
+}
+
+/// A tmpfs `/dev` with the usual devices, `pts`, `shm`, the fd links and
+/// the step's `/dev/pipes` files.
+fn setup_dev(spec: &Spec) -> Result<(), String> {
+    let dev = spec.rootfs.join("dev");
+    let cstr = |s: &str| CString::new(s).map_err(|e| e.to_string());
+    rustix::mount::mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        // Not noexec: heredoc scripts run from /dev/pipes.
+        MountFlags::NOSUID,
+        Some(cstr("mode=755,size=65536k")?.as_c_str()),
+    )
+    .map_err(|e| format!("cannot mount /dev: {e}"))?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let p = dev.join(name);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &p,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(major, minor),
+        )
+        .map_err(|e| format!("cannot create /dev/{name}: {e}"))?;
+        // The umask must not narrow the modes.
+        rustix::fs::chmod(&p, rustix::fs::Mode::from_raw_mode(0o666))
+            .map_err(|e| format!("cannot set the mode of /dev/{name}: {e}"))?;
+    }
+    for d in ["pts", "shm", "pipes"] {
+        std::fs::create_dir(dev.join(d)).map_err(|e| format!("cannot create /dev/{d}: {e}"))?;
+    }
+    rustix::mount::mount(
+        "devpts",
+        dev.join("pts"),
+        "devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(cstr("newinstance,ptmxmode=0666,mode=0620,gid=5")?.as_c_str()),
+    )
+    .map_err(|e| format!("cannot mount /dev/pts: {e}"))?;
+    rustix::mount::mount(
+        "shm",
+        dev.join("shm"),
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        Some(cstr("mode=1777,size=65536k")?.as_c_str()),
+    )
+    .map_err(|e| format!("cannot mount /dev/shm: {e}"))?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))
+            .map_err(|e| format!("cannot create /dev/{link}: {e}"))?;
+    }
+    for (path, content, mode) in &spec.dev_files {
+        let rel = path
+            .strip_prefix("/dev/")
+            .ok_or_else(|| format!("{path} is not under /dev"))?;
+        let p = dev.join(rel);
+        std::fs::write(&p, content).map_err(|e| format!("cannot write {path}: {e}"))?;
+        rustix::fs::chmod(&p, rustix::fs::Mode::from_raw_mode(*mode))
+            .map_err(|e| format!("cannot set the mode of {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Makes `root` the root directory and lets go of the old one.
+fn pivot(root: &Path) -> Result<(), String> {
+    std::env::set_current_dir(root).map_err(|e| format!("cannot enter the root: {e}"))?;
+    rustix::process::pivot_root(".", ".").map_err(|e| format!("cannot pivot_root: {e}"))?;
+    rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH)
+        .map_err(|e| format!("cannot detach the old root: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("cannot enter /: {e}"))?;
+    Ok(())
+}

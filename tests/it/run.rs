@@ -1,0 +1,279 @@
+//! RUN steps in the sandbox, over a busybox image made from Debian's
+//! busybox-static: what a step sees (PID 1, hostname, /etc/hosts, /dev,
+//! user, workdir, shell, network), the layer made from what it changed
+//! (whiteouts, opaque directories, no mount stubs), failures, and
+//! interruption.
+
+use crate::image::{listing, read_oci, stderr, Ctx, ReadImage};
+
+/// A context whose Dockerfile starts from a busybox image: `/bin/busybox`
+/// with `/bin/sh` linking to it, `PATH=/bin`, and the given steps after.
+fn busybox(steps: &str, files: &[(&str, &str)]) -> Ctx {
+    let c = Ctx::new(
+        &format!("FROM scratch\nCOPY bin /bin\nENV PATH=/bin\n{steps}"),
+        files,
+    );
+    let bin = c.ctx().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("copying /bin/busybox (Debian's busybox-static; scripts/test installs it)");
+    std::os::unix::fs::symlink("busybox", bin.join("sh")).expect("sh");
+    c
+}
+
+/// The listing of layer `n` of an image (see `image::listing`).
+fn layer(img: &ReadImage, n: usize) -> Vec<String> {
+    listing(&img.layers[n])
+}
+
+fn paths(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .map(|l| l.split('\t').next().unwrap_or(""))
+        .collect()
+}
+
+/// What the step sees: it is PID 1 in its own PID namespace, its
+/// hostname and /etc/hosts are BuildKit's, /dev has the usual devices,
+/// and the image's ENV and the ARGs in scope are its environment.
+#[test]
+fn a_step_sees_a_container() {
+    let c = busybox(
+        "ARG A=from-arg\nENV E=from-env\n\
+         RUN busybox mkdir -p /out && echo $$ > /out/pid && busybox hostname > /out/hostname \
+         && busybox cat /etc/hosts > /out/hosts && busybox ls /dev > /out/dev && echo \"$A $E $HOME\" > /out/env \
+         && busybox ps -o pid,comm > /out/procs\n",
+        &[],
+    );
+    let o = c.kiln(&["-o", "type=tar,dest=-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    let text = |p: &str| String::from_utf8_lossy(&files[p]).into_owned();
+    assert_eq!(text("out/pid"), "1\n");
+    assert_eq!(text("out/hostname"), "buildkitsandbox\n");
+    assert!(text("out/hosts").contains("127.0.0.1\tlocalhost buildkitsandbox"));
+    for dev in [
+        "null", "zero", "random", "urandom", "tty", "pts", "shm", "fd", "ptmx",
+    ] {
+        assert!(
+            text("out/dev").lines().any(|l| l == dev),
+            "/dev/{dev}: {}",
+            text("out/dev")
+        );
+    }
+    assert_eq!(text("out/env"), "from-arg from-env /\n");
+    // ps itself (the shell execs the last command) as PID 1, alone:
+    // nothing of the host is visible.
+    let procs: Vec<String> = text("out/procs")
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(procs, ["1 busybox"], "{}", text("out/procs"));
+}
+
+/// The layer holds what the step changed, as BuildKit writes it: new
+/// files, a whiteout for a deleted one, an opaque marker for a directory
+/// deleted and made again, and none of the mount points (/proc, /dev,
+/// /sys, /etc/hosts...) the sandbox had to create in an image that has
+/// none.
+#[test]
+fn a_steps_layer_is_what_it_changed() {
+    let c = busybox(
+        "COPY tree /tree\n\
+         RUN busybox rm /tree/gone && busybox rm -r /tree/dir && busybox mkdir /tree/dir \
+         && echo new > /tree/dir/new && echo added > /added && busybox ln /added /added-link \
+         && busybox mkfifo /fifo && busybox chmod 4755 /added\n",
+        &[
+            ("tree/gone", "gone\n"),
+            ("tree/keep", "keep\n"),
+            ("tree/dir/old", "old\n"),
+        ],
+    );
+    let img = c.build_oci(&[]);
+    assert_eq!(img.layers.len(), 3, "COPY bin, COPY tree, RUN");
+    let run = layer(&img, 2);
+    let p = paths(&run);
+    assert_eq!(
+        p,
+        [
+            "added",
+            "added-link",
+            "fifo",
+            "tree/",
+            "tree/.wh.gone",
+            "tree/dir/",
+            "tree/dir/.wh..wh..opq",
+            "tree/dir/new",
+        ],
+        "{run:#?}"
+    );
+    let added = &run[0];
+    assert!(added.contains("\tfile\t4755\t"), "{added}");
+    assert!(run[1].contains("\thardlink\t"), "{}", run[1]);
+    assert!(run[2].contains("\tfifo\t"), "{}", run[2]);
+    let history = img.config["history"].as_array().expect("history");
+    assert_eq!(
+        history.last().expect("history")["created_by"],
+        "RUN /bin/sh -c busybox rm /tree/gone && busybox rm -r /tree/dir && busybox mkdir /tree/dir \
+         && echo new > /tree/dir/new && echo added > /added && busybox ln /added /added-link \
+         && busybox mkfifo /fifo && busybox chmod 4755 /added # buildkit"
+    );
+    // The files a later step and the exported filesystem see.
+    let o = c.kiln(&["-o", "type=tar,dest=-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    assert!(files.contains_key("tree/keep") && files.contains_key("tree/dir/new"));
+    assert!(!files.contains_key("tree/gone") && !files.contains_key("tree/dir/old"));
+    assert!(!files
+        .keys()
+        .any(|k| k.starts_with("proc") || k.starts_with("etc")));
+}
+
+/// USER (names from the image's /etc/passwd and /etc/group, with
+/// supplementary groups), WORKDIR (created when missing) and SHELL apply
+/// to RUN; a heredoc with a shebang runs as a script.
+#[test]
+fn user_workdir_and_shell_apply() {
+    let c = busybox(
+        "RUN busybox mkdir -p /etc /tmp && busybox chmod 1777 /tmp \
+         && echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd \
+         && echo 'app:x:1000:1000:app:/home/app:/bin/sh' >> /etc/passwd \
+         && printf 'root:x:0:\\napp:x:1000:\\nextra:x:2000:app\\n' > /etc/group\n\
+         USER app\nWORKDIR /work/here\n\
+         RUN busybox id > /tmp/id && busybox pwd > /tmp/pwd && echo $HOME > /tmp/home\n\
+         SHELL [\"/bin/busybox\", \"sh\", \"-c\"]\nUSER root\n\
+         RUN echo $0 > /shell\n\
+         RUN <<EOF\n#!/bin/sh\necho from-heredoc > /heredoc\nEOF\n",
+        &[],
+    );
+    let o = c.kiln(&["-o", "type=tar,dest=-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    let text = |p: &str| String::from_utf8_lossy(&files[p]).into_owned();
+    assert_eq!(
+        text("tmp/id"),
+        "uid=1000(app) gid=1000(app) groups=2000(extra)\n"
+    );
+    assert_eq!(text("tmp/pwd"), "/work/here\n");
+    assert_eq!(text("tmp/home"), "/home/app\n");
+    assert_eq!(text("shell"), "sh\n");
+    assert_eq!(text("heredoc"), "from-heredoc\n");
+}
+
+/// `--network=none`: the step has its own network namespace with only
+/// `lo`, which is up.
+#[test]
+fn network_none_has_only_loopback() {
+    let c = busybox(
+        "RUN --network=none busybox ls /sys/class/net > /nets && busybox ping -c1 -W2 127.0.0.1 > /dev/null && echo ok > /ping\n",
+        &[],
+    );
+    let o = c.kiln(&["-o", "type=tar,dest=-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    assert_eq!(String::from_utf8_lossy(&files["nets"]), "lo\n");
+    assert_eq!(String::from_utf8_lossy(&files["ping"]), "ok\n");
+}
+
+/// A failing command fails the build with exit 3, at its line, with its
+/// exit code and its last lines of output; an unknown program says so.
+#[test]
+fn failing_steps_are_reported() {
+    let c = busybox("RUN echo first && echo last-words && exit 7\n", &[]);
+    let o = c.kiln(&["-o", "type=tar,dest=-"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("Dockerfile:4"), "{e}");
+    assert!(
+        e.contains("did not complete successfully: exit code: 7"),
+        "{e}"
+    );
+    assert!(e.contains("    last-words"), "{e}");
+    let c = busybox("RUN [\"/bin/no-such-program\"]\n", &[]);
+    let o = c.kiln(&["-q", "-o", "type=tar,dest=-"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("no-such-program") && e.contains("not found"),
+        "{e}"
+    );
+}
+
+/// SIGTERM during a long step kills the step's processes, and leaves no
+/// work directory, mount or process behind.
+#[test]
+fn an_interrupted_step_leaves_nothing() {
+    let marker = format!("kiln-run-test-{}", std::process::id());
+    let c = busybox(
+        &format!("ENV MARKER={marker}\nRUN busybox sleep 300; true\n"),
+        &[],
+    );
+    let child = std::process::Command::new(crate::util::kiln_bin())
+        .args(["build", "--cache-dir"])
+        .arg(c.path("store"))
+        .arg(c.ctx())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kiln");
+    let running = |m: &str| {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .any(|p| {
+                std::fs::read(p.path().join("environ"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(m))
+                    .unwrap_or(false)
+            })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !running(&format!("MARKER={marker}")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(128 + 15), "{}", stderr(&o));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!running(&marker), "the step's process survived");
+    let tmp: Vec<_> = std::fs::read_dir(c.path("store/tmp"))
+        .expect("tmp")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(tmp.is_empty(), "left in the store: {tmp:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(c.path("store").to_str().expect("utf-8")));
+}
+
+/// The image is the same bytes every time (SOURCE_DATE_EPOCH set), RUN
+/// layers included.
+#[test]
+fn run_layers_are_reproducible() {
+    let c = busybox(
+        "RUN echo data > /f && busybox mkdir -p /d/e && busybox touch /d/e/g\n",
+        &[],
+    );
+    let mut digests = Vec::new();
+    for store in ["s1", "s2"] {
+        let out = c.path(&format!("{store}.tar"));
+        let o = std::process::Command::new(crate::util::kiln_bin())
+            .args(["build", "-q", "--cache-dir"])
+            .arg(c.path(store))
+            .arg("-o")
+            .arg(format!("type=oci,dest={}", out.display()))
+            .arg(c.ctx())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .expect("kiln");
+        assert!(o.status.success(), "{}", stderr(&o));
+        digests.push(read_oci(&std::fs::read(&out).expect("out")).manifest_digest);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(digests[0], digests[1]);
+}
