@@ -5,7 +5,6 @@
 
 use super::{layer, users, BuildOptions, StageState};
 use crate::exec::{Exit, Spec};
-use crate::layer::writer::read_xattrs;
 use crate::plan::Op;
 use crate::store::{digest_hex, Store};
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -156,15 +155,7 @@ pub fn run(
     }
 
     remove_stubs(&upper, &lower, &missing, etc_missing)?;
-    let lower_dir = |p: &str| -> Option<crate::snapshot::diff::DirMeta> {
-        let path = lower.join(p);
-        let m = std::fs::symlink_metadata(&path).ok()?;
-        if !m.is_dir() {
-            return None;
-        }
-        let x = read_xattrs(&path).ok()?;
-        Some((m.mode() & 0o7777, m.uid(), m.gid(), m.mtime(), x))
-    };
+    let lower_dir = |p: &str| crate::snapshot::diff::dir_meta(&lower.join(p));
     let entries = crate::snapshot::diff::upper_entries(&upper, &lower_dir)
         .context("cannot read the step's changes")?;
     let blob = layer::write_with(entries, opts, store, false)?;

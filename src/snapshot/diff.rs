@@ -9,9 +9,27 @@ use crate::layer::writer::{entries_from_dir, Entry, EntryKind};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// What a lower directory's own metadata is, for comparison: mode,
-/// owner, mtime and xattrs.
-pub type DirMeta = (u32, u32, u32, i64, BTreeMap<String, Vec<u8>>);
+/// What a directory's own metadata is, for comparison: mode, owner,
+/// mtime to the nanosecond, and xattrs.
+pub type DirMeta = (u32, u32, u32, i64, i64, BTreeMap<String, Vec<u8>>);
+
+/// The [`DirMeta`] of a directory on disk; None when it is not one.
+pub fn dir_meta(path: &Path) -> Option<DirMeta> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    if !m.is_dir() {
+        return None;
+    }
+    let x = crate::layer::writer::read_xattrs(path).ok()?;
+    Some((
+        m.mode() & 0o7777,
+        m.uid(),
+        m.gid(),
+        m.mtime(),
+        m.mtime_nsec(),
+        x,
+    ))
+}
 
 fn overlay_xattr(k: &str) -> bool {
     k.starts_with("trusted.overlay.") || k.starts_with("user.overlay.")
@@ -52,8 +70,8 @@ pub fn upper_entries(
                 out.push(marker);
             }
             EntryKind::Dir => {
-                let same = lower_dir(&e.path)
-                    .is_some_and(|m| m == (e.mode, e.uid, e.gid, e.mtime, e.xattrs.clone()));
+                let same =
+                    lower_dir(&e.path).is_some_and(|m| Some(m) == dir_meta(&upper.join(&e.path)));
                 if !same {
                     out.push(e);
                 }
@@ -67,7 +85,6 @@ pub fn upper_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn whiteouts_opaque_dirs_and_unchanged_parents() {
@@ -94,14 +111,7 @@ mod tests {
             rustix::fs::XattrFlags::empty(),
         )
         .expect("opaque");
-        let etc = std::fs::symlink_metadata(up.join("etc")).expect("etc");
-        let same = (
-            etc.mode() & 0o7777,
-            etc.uid(),
-            etc.gid(),
-            etc.mtime(),
-            BTreeMap::new(),
-        );
+        let same = dir_meta(&up.join("etc")).expect("etc");
         let entries = upper_entries(up, &|p| (p == "etc").then(|| same.clone())).expect("entries");
         let got: Vec<(&str, &str)> = entries
             .iter()
