@@ -386,52 +386,21 @@ pub fn validate_output(spec: &str) -> Result<(), UsageError> {
 
 /// Checks a `--secret` value.
 pub fn validate_secret(spec: &str) -> Result<(), UsageError> {
-    let mut id = None;
-    let mut src = None;
-    let mut env = None;
-    for field in spec.split(',') {
-        let (k, v) = field.split_once('=').ok_or_else(|| {
-            usage(format!(
-                "--secret {spec:?}: field {field:?} is not key=value"
-            ))
-        })?;
-        match k {
-            "id" => id = Some(v),
-            "src" | "source" => src = Some(v),
-            "env" => env = Some(v),
-            "type" if v == "file" || v == "env" => {}
-            _ => {
-                return Err(usage(format!(
-                    "--secret {spec:?}: unexpected key {k:?} (use id, src or env)"
-                )))
-            }
-        }
-    }
-    if src.is_none() && env.is_none() && id.is_none() {
-        return Err(usage(format!(
-            "--secret {spec:?}: needs id=ID and src=PATH or env=VAR"
-        )));
-    }
-    if id.is_some_and(str::is_empty) {
-        return Err(usage(format!("--secret {spec:?}: id is empty")));
-    }
-    Ok(())
+    crate::build::mounts::parse_secret(spec)
+        .map(|_| ())
+        .map_err(usage)
 }
 
 /// Checks a `--ssh` value.
 pub fn validate_ssh(spec: &str) -> Result<(), UsageError> {
-    let id = spec.split_once('=').map_or(spec, |(id, _)| id);
-    if id.is_empty() || id.contains(',') {
-        return Err(usage(format!(
-            "--ssh {spec:?}: expected default or ID=PATH[,PATH]"
-        )));
-    }
-    Ok(())
+    crate::build::mounts::parse_ssh(spec)
+        .map(|_| ())
+        .map_err(usage)
 }
 
 impl BuildArgs {
-    /// Validates every flag, then names the ones not implemented yet.
-    pub fn unimplemented(&self) -> Result<Vec<&'static str>, UsageError> {
+    /// Validates every flag.
+    pub fn validate(&self) -> Result<(), UsageError> {
         for t in &self.tags {
             validate_reference(t)?;
             if t.contains('@') {
@@ -468,18 +437,7 @@ impl BuildArgs {
             crate::layer::compress::Compression::parse(c)
                 .map_err(|e| usage(format!("--compression {c:?}: {e}")))?;
         }
-        let mut missing = Vec::new();
-        let checks: [(&'static str, bool); 3] = [
-            ("--secret", !self.secrets.is_empty()),
-            ("--ssh", !self.ssh.is_empty()),
-            ("--network", self.network.is_some()),
-        ];
-        for (name, given) in checks {
-            if given {
-                missing.push(name);
-            }
-        }
-        Ok(missing)
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ mod glob;
 mod import;
 mod layer;
 mod meta;
+pub mod mounts;
 mod run;
 mod users;
 mod view;
@@ -52,6 +53,12 @@ pub struct BuildOptions {
     pub materialize: bool,
     /// Keep RUN steps' output to the error of a failing step (`-q`).
     pub quiet: bool,
+    /// `--secret`s by id.
+    pub secrets: BTreeMap<String, mounts::SecretSource>,
+    /// `--ssh` agent sockets by id.
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// `--network`: RUN's network when a step names none.
+    pub network: Option<String>,
 }
 
 /// A step failure, with the Dockerfile line it happened at.
@@ -275,7 +282,7 @@ fn run_step(
 ) -> Result<()> {
     match &step.op {
         Op::Run { .. } => {
-            let (layer, text) = run::run(&step.op, state, opts, store)?;
+            let (layer, text) = run::run(&step.op, state, opts, store, done, images)?;
             push_history(state, created, text, Some(layer))?;
         }
         Op::Copy(c) => {

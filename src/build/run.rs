@@ -31,6 +31,8 @@ pub fn run(
     state: &mut StageState,
     opts: &BuildOptions,
     store: &Store,
+    done: &mut std::collections::BTreeMap<usize, StageState>,
+    images: &mut super::import::Images,
 ) -> Result<(crate::image::LayerBlob, String)> {
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -56,13 +58,15 @@ pub fn run(
              (rootless RUN and the copy fallback come next; KILN_SNAPSHOTTER=copy has no RUN)"
         );
     }
-    if !mounts.is_empty() {
-        bail!("RUN --mount is not implemented yet in this version of kiln");
-    }
     if security == "insecure" {
         bail!("RUN --security=insecure needs the security.insecure entitlement, which kiln does not grant");
     }
-    let isolate_network = match network.as_str() {
+    // A step's own --network wins; else the build's --network.
+    let network = match (network.as_str(), &opts.network) {
+        ("default", Some(n)) => n.as_str(),
+        (n, _) => n,
+    };
+    let isolate_network = match network {
         "none" => true,
         "default" | "host" => false,
         other => bail!("RUN --network={other} is not supported"),
@@ -84,16 +88,23 @@ pub fn run(
     write(&resolv, &crate::exec::resolv_conf()?)?;
     write(&hostname, &format!("{HOSTNAME}\n"))?;
 
+    let prepared = super::mounts::prepare(mounts, state, opts, store, done, images, &dir)?;
     let lower = state.view.root.clone();
-    let missing: Vec<&str> = STUBS
-        .iter()
-        .copied()
-        .filter(|p| std::fs::symlink_metadata(lower.join(p)).is_err())
-        .collect();
-    let etc_missing = std::fs::symlink_metadata(lower.join("etc")).is_err();
+    // Mount points the image lacks: the sandbox creates them (and their
+    // parents); they leave the upper directory after the step.
+    let mut stubs: Vec<String> = STUBS.iter().map(|s| s.to_string()).collect();
+    stubs.extend(
+        prepared
+            .targets
+            .iter()
+            .map(|t| t.trim_matches('/').to_string())
+            .filter(|t| !t.is_empty()),
+    );
+    let missing = missing_paths(&lower, &stubs);
 
     let mut vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     vars.extend(proxy.iter().map(|(k, v)| format!("{k}={v}")));
+    vars.extend(prepared.env.iter().cloned());
     if !env.iter().any(|(k, _)| k == "PATH") {
         vars.push(format!("PATH={}", super::DEFAULT_PATH));
     }
@@ -125,10 +136,15 @@ pub fn run(
             .map(|f| (f.path.clone(), f.data.clone(), 0o755))
             .collect(),
         status: dir.join("status"),
+        mounts: prepared.mounts.clone(),
+        secret_env: prepared.secret_env.clone(),
+        secrets_dir: dir.join("secrets"),
     };
+    std::fs::create_dir_all(&spec.secrets_dir).context("cannot create a secrets directory")?;
     let echo = |line: &str| eprintln!("{line}");
     let echo: Option<&dyn Fn(&str)> = if opts.quiet { None } else { Some(&echo) };
-    let outcome = crate::exec::run(&spec, &dir.join("spec.json"), echo)?;
+    let outcome = crate::exec::run(&spec, &dir.join("spec.json"), &prepared.secrets, echo)?;
+    drop(prepared);
     let shown = go_quote_argv(argv);
     match outcome.exit {
         Exit::Code(0) => {}
@@ -154,7 +170,7 @@ pub fn run(
         }
     }
 
-    remove_stubs(&upper, &lower, &missing, etc_missing)?;
+    remove_stubs(&upper, &lower, &missing)?;
     let lower_dir = |p: &str| crate::snapshot::diff::dir_meta(&lower.join(p));
     let entries = crate::snapshot::diff::upper_entries(&upper, &lower_dir)
         .context("cannot read the step's changes")?;
@@ -169,10 +185,33 @@ fn write(p: &Path, text: &str) -> Result<()> {
     std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))
 }
 
-/// Removes the mount points the sandbox had to create (they are still
-/// empty: mounts covered them), so they do not reach the layer; a
-/// directory copied up only to hold one gets its old times back.
-fn remove_stubs(upper: &Path, lower: &Path, missing: &[&str], etc_missing: bool) -> Result<()> {
+/// The paths among `stubs` (relative) that `lower` lacks, each with the
+/// ancestors it lacks too, deepest first.
+fn missing_paths(lower: &Path, stubs: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for stub in stubs {
+        let mut p = Path::new(stub);
+        while std::fs::symlink_metadata(lower.join(p)).is_err() {
+            let s = p.to_string_lossy().into_owned();
+            if !out.contains(&s) {
+                out.push(s);
+            }
+            match p.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+                _ => break,
+            }
+        }
+    }
+    // Deepest first, so that a directory is empty when its turn comes.
+    out.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    out
+}
+
+/// Removes the mount points the sandbox had to create (still empty:
+/// mounts covered them) and the directories made for them, so they do not
+/// reach the layer; an existing directory that got one gets its old times
+/// back.
+fn remove_stubs(upper: &Path, lower: &Path, missing: &[String]) -> Result<()> {
     for stub in missing {
         let p = upper.join(stub);
         let Ok(m) = std::fs::symlink_metadata(&p) else {
@@ -188,14 +227,13 @@ fn remove_stubs(upper: &Path, lower: &Path, missing: &[&str], etc_missing: bool)
         if !removed {
             continue;
         }
-        let parent = Path::new(stub).parent().unwrap_or(Path::new(""));
-        if parent.as_os_str().is_empty() {
+        let Some(parent) = Path::new(stub)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        else {
             continue;
-        }
-        if etc_missing {
-            // The sandbox made /etc for its stubs; empty now, it goes too.
-            let _ = std::fs::remove_dir(upper.join(parent));
-        } else if let Ok(lm) = std::fs::symlink_metadata(lower.join(parent)) {
+        };
+        if let Ok(lm) = std::fs::symlink_metadata(lower.join(parent)) {
             let times = rustix::fs::Timestamps {
                 last_access: ts(lm.atime(), lm.atime_nsec()),
                 last_modification: ts(lm.mtime(), lm.mtime_nsec()),

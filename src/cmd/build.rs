@@ -19,15 +19,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         .plan
         .resolve(&args.context, &|k| std::env::var(k).ok())
         .map_err(|e| Failure::usage(e.0))?;
-    let missing = args.unimplemented().map_err(|e| Failure::usage(e.0))?;
-    if !missing.is_empty() {
-        return Err(Failure::usage(format!(
-            "{} {} parsed and validated but not implemented yet in kiln {}",
-            missing.join(", "),
-            if missing.len() == 1 { "is" } else { "are" },
-            env!("CARGO_PKG_VERSION")
-        )));
-    }
+    args.validate().map_err(|e| Failure::usage(e.0))?;
     if !args.context.is_dir() {
         return Err(Failure::usage(format!(
             "the build context {} is not a directory",
@@ -159,6 +151,16 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         .cache_dir
         .clone()
         .unwrap_or_else(crate::store::default_root);
+    let mut secrets = std::collections::BTreeMap::new();
+    for spec in &args.secrets {
+        let (id, source) = build::mounts::parse_secret(spec).map_err(Failure::usage)?;
+        secrets.insert(id, source);
+    }
+    let mut ssh = std::collections::BTreeMap::new();
+    for spec in &args.ssh {
+        let (id, sock) = build::mounts::parse_ssh(spec).map_err(Failure::usage)?;
+        ssh.insert(id, sock);
+    }
     let store = Store::open(&store_root).map_err(build_failure)?;
     let work = tempfile::Builder::new()
         .prefix(&Store::temp_prefix("build"))
@@ -187,6 +189,13 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             .iter()
             .any(|o| matches!(o.kind, export::Kind::Local | export::Kind::Tar)),
         quiet,
+        secrets,
+        ssh,
+        network: args.network.map(|n| match n {
+            crate::cli::Network::Default => "default".to_string(),
+            crate::cli::Network::None => "none".to_string(),
+            crate::cli::Network::Host => "host".to_string(),
+        }),
     };
     let mut log = |line: &str| {
         if !quiet {

@@ -52,6 +52,39 @@ pub struct Spec {
     pub dev_files: Vec<(String, String, u32)>,
     /// Where the helper reports how the step ended.
     pub status: PathBuf,
+    /// `RUN --mount`s, in order.
+    pub mounts: Vec<MountSpec>,
+    /// Environment variables set from secrets: name, index in the
+    /// secrets the helper reads on its stdin (their bytes never enter the
+    /// spec file).
+    pub secret_env: Vec<(String, usize)>,
+    /// An empty host directory where a tmpfs holds the secret files.
+    pub secrets_dir: PathBuf,
+}
+
+/// One `RUN --mount`, resolved to host paths.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MountSpec {
+    /// `source` bound at `target`. A writable bind of an image or stage
+    /// (`scratch` given) gets a throwaway overlay: its writes are lost.
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+        scratch: Option<PathBuf>,
+    },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
+    /// Secret number `index` as a file.
+    Secret {
+        target: String,
+        index: usize,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// How a step's process ended.
@@ -73,7 +106,12 @@ const TAIL: usize = 20;
 
 /// Runs `spec` in the sandbox helper; the step's stdout and stderr go to
 /// `echo` (when given) line by line as they come.
-pub fn run(spec: &Spec, spec_path: &Path, echo: Option<&dyn Fn(&str)>) -> Result<Outcome> {
+pub fn run(
+    spec: &Spec,
+    spec_path: &Path,
+    secrets: &[Vec<u8>],
+    echo: Option<&dyn Fn(&str)>,
+) -> Result<Outcome> {
     let text = serde_json::to_vec(spec).context("cannot encode the sandbox spec")?;
     std::fs::write(spec_path, text)
         .with_context(|| format!("cannot write {}", spec_path.display()))?;
@@ -82,12 +120,24 @@ pub fn run(spec: &Spec, spec_path: &Path, echo: Option<&dyn Fn(&str)>) -> Result
     let mut child = std::process::Command::new("/proc/self/exe")
         .arg(HELPER_ARG)
         .arg(spec_path)
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::piped())
         .stdout(writer)
         .stderr(writer2)
         .spawn()
         .context("cannot start the sandbox helper")?;
     crate::cleanup::register_child(child.id());
+    // Secrets travel on the helper's stdin, never through a file.
+    if let Some(mut stdin) = child.stdin.take() {
+        use base64::Engine as _;
+        let encoded: Vec<String> = secrets
+            .iter()
+            .map(|s| base64::engine::general_purpose::STANDARD.encode(s))
+            .collect();
+        let payload = serde_json::to_vec(&encoded).context("cannot encode the secrets")?;
+        stdin
+            .write_all(&payload)
+            .context("cannot pass the secrets to the sandbox helper")?;
+    }
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut lines = std::io::BufReader::new(reader);
     let mut buf = Vec::new();

@@ -7,6 +7,7 @@
 use super::{report, Spec};
 use rustix::mount::{MountFlags, MountPropagationFlags};
 use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 
@@ -21,6 +22,10 @@ pub fn main(spec_path: &str) -> ! {
             eprintln!("kiln sandbox: cannot read {spec_path}: {e}");
             std::process::exit(125);
         }
+    };
+    let secrets = match read_secrets() {
+        Ok(s) => s,
+        Err(e) => fail(&spec, "cannot read the secrets", e),
     };
     // Die with kiln.
     // SAFETY: prctl with integer arguments.
@@ -59,7 +64,7 @@ pub fn main(spec_path: &str) -> ! {
                 std::io::Error::last_os_error()
             )
         } else {
-            init(&spec)
+            init(&spec, &secrets)
         };
         if let Ok(mut f) = status {
             use std::io::Write as _;
@@ -121,9 +126,30 @@ fn forward_signals(pid: libc::pid_t) {
     }
 }
 
+/// The secrets kiln writes on the helper's stdin: a JSON list of base64
+/// strings.
+fn read_secrets() -> std::io::Result<Vec<Vec<u8>>> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let mut buf = Vec::new();
+    std::io::stdin().read_to_end(&mut buf)?;
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = serde_json::from_slice(&buf)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    list.iter()
+        .map(|s| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+        .collect()
+}
+
 /// PID 1: mounts, pivot, user, exec. Returns only on failure.
-fn init(spec: &Spec) -> String {
-    match setup(spec) {
+fn init(spec: &Spec, secrets: &[Vec<u8>]) -> String {
+    match setup(spec, secrets) {
         Ok(()) => {}
         Err(e) => return e,
     }
@@ -131,10 +157,17 @@ fn init(spec: &Spec) -> String {
         return "the step has no command".into();
     };
     let mut cmd = std::process::Command::new(prog);
-    cmd.args(args).env_clear();
+    cmd.args(args)
+        .env_clear()
+        .stdin(std::process::Stdio::null());
     for kv in &spec.env {
         if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);
+        }
+    }
+    for (name, index) in &spec.secret_env {
+        if let Some(v) = secrets.get(*index) {
+            cmd.env(name, std::ffi::OsStr::from_bytes(v));
         }
     }
     let e = cmd.exec();
@@ -144,7 +177,7 @@ fn init(spec: &Spec) -> String {
     format!("exec: {prog:?}: {e}")
 }
 
-fn setup(spec: &Spec) -> Result<(), String> {
+fn setup(spec: &Spec, secrets: &[Vec<u8>]) -> Result<(), String> {
     let root = &spec.rootfs;
     rustix::mount::mount_change(
         "/",
@@ -193,6 +226,9 @@ fn setup(spec: &Spec) -> Result<(), String> {
     }
     let cwd = root.join(spec.cwd.trim_start_matches('/'));
     ensure_dir(&cwd)?;
+    for m in &spec.mounts {
+        user_mount(spec, m, secrets)?;
+    }
     pivot(root)?;
     std::env::set_current_dir(&spec.cwd)
         .map_err(|e| format!("cannot change to the working directory {}: {e}", spec.cwd))?;
@@ -226,6 +262,132 @@ fn setup(spec: &Spec) -> Result<(), String> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Creates `target` (a file, or a directory) unless it exists.
+fn ensure_target(target: &Path, dir: bool) -> Result<(), String> {
+    if std::fs::symlink_metadata(target).is_ok() {
+        return Ok(());
+    }
+    if dir {
+        return ensure_dir(target);
+    }
+    if let Some(parent) = target.parent() {
+        ensure_dir(parent)?;
+    }
+    std::fs::write(target, b"").map_err(|e| format!("cannot create {}: {e}", target.display()))
+}
+
+/// One `RUN --mount`, under the root (before the pivot).
+fn user_mount(spec: &Spec, m: &super::MountSpec, secrets: &[Vec<u8>]) -> Result<(), String> {
+    use super::MountSpec;
+    let at = |t: &str| spec.rootfs.join(t.trim_start_matches('/'));
+    match m {
+        MountSpec::Bind {
+            source,
+            target,
+            readonly,
+            scratch,
+        } => {
+            let dir = source.is_dir();
+            let dest = at(target);
+            ensure_target(&dest, dir)?;
+            match scratch {
+                Some(scratch) if dir && !readonly => {
+                    throwaway_overlay(source, scratch, &dest).map_err(|e| format!("{target}: {e}"))
+                }
+                _ => bind(source, &dest, false, *readonly).map_err(|e| format!("{target}: {e}")),
+            }
+        }
+        MountSpec::Tmpfs { target, size } => {
+            let dest = at(target);
+            ensure_target(&dest, true)?;
+            let opts = match size {
+                Some(n) => format!("mode=1777,size={n}"),
+                None => "mode=1777".to_string(),
+            };
+            let opts = CString::new(opts).map_err(|e| e.to_string())?;
+            rustix::mount::mount(
+                "tmpfs",
+                &dest,
+                "tmpfs",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                Some(opts.as_c_str()),
+            )
+            .map_err(|e| format!("cannot mount a tmpfs at {target}: {e}"))
+        }
+        MountSpec::Secret {
+            target,
+            index,
+            mode,
+            uid,
+            gid,
+        } => {
+            let value = secrets
+                .get(*index)
+                .ok_or_else(|| format!("secret {index} for {target} was not passed"))?;
+            let store = &spec.secrets_dir;
+            // One tmpfs for the step's secrets: their bytes stay in memory.
+            if !is_mountpoint(store) {
+                let opts = CString::new("mode=700,size=16m").map_err(|e| e.to_string())?;
+                rustix::mount::mount(
+                    "tmpfs",
+                    store,
+                    "tmpfs",
+                    MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                    Some(opts.as_c_str()),
+                )
+                .map_err(|e| format!("cannot mount the secrets' tmpfs: {e}"))?;
+            }
+            let file = store.join(index.to_string());
+            std::fs::write(&file, value).map_err(|e| format!("cannot write a secret: {e}"))?;
+            rustix::fs::chown(
+                &file,
+                Some(rustix::fs::Uid::from_raw(*uid)),
+                Some(rustix::fs::Gid::from_raw(*gid)),
+            )
+            .map_err(|e| format!("cannot chown the secret for {target}: {e}"))?;
+            rustix::fs::chmod(&file, rustix::fs::Mode::from_raw_mode(*mode))
+                .map_err(|e| format!("cannot chmod the secret for {target}: {e}"))?;
+            let dest = at(target);
+            ensure_target(&dest, false)?;
+            bind(&file, &dest, false, true).map_err(|e| format!("{target}: {e}"))
+        }
+    }
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
+        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+/// A writable view of `source` whose writes land in `scratch` and are
+/// thrown away with it.
+fn throwaway_overlay(source: &Path, scratch: &Path, dest: &Path) -> std::io::Result<()> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags,
+        FsOpenFlags, MountAttrFlags, MoveMountFlags,
+    };
+    let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+    std::fs::create_dir_all(&upper)?;
+    std::fs::create_dir_all(&work)?;
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    fsconfig_set_string(&fs, "lowerdir+", source)?;
+    fsconfig_set_string(&fs, "upperdir", upper.as_path())?;
+    fsconfig_set_string(&fs, "workdir", work.as_path())?;
+    fsconfig_create(&fs)?;
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        dest,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
     Ok(())
 }
 

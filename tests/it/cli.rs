@@ -230,28 +230,22 @@ fn dockerfile_errors_exit_1_and_usage_errors_exit_2() {
 }
 
 #[test]
-fn unimplemented_flags_say_so() {
+fn flag_errors_are_usage_errors() {
     let dir = context("FROM alpine\n");
-    let o = kiln(
-        dir.path(),
-        &[
-            "build",
-            "--dry-run",
-            "--ssh",
-            "default",
-            "--secret",
-            "id=a,src=/dev/null",
-            "-t",
-            "registry.example.com/app:1.4",
-            ".",
-        ],
-    );
-    assert_eq!(o.status.code(), Some(2));
-    let err = stderr(&o);
-    assert!(
-        err.contains("--secret, --ssh are parsed and validated but not implemented yet"),
-        "{err}"
-    );
+    for (flags, want) in [
+        (["--secret", "id=a,bogus=1"], "unexpected key \"bogus\""),
+        (
+            ["--ssh", "a=/x,/y"],
+            "private key files are not supported yet",
+        ),
+    ] {
+        let mut args = vec!["build", "--dry-run"];
+        args.extend(flags);
+        args.push(".");
+        let o = kiln(dir.path(), &args);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{flags:?}: {}", stderr(&o));
+    }
 
     // A registry that cannot be reached: a clear error at the FROM line.
     let dir = context("FROM 127.0.0.1:1/alpine\n");

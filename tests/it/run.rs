@@ -277,3 +277,185 @@ fn run_layers_are_reproducible() {
     }
     assert_eq!(digests[0], digests[1]);
 }
+
+/// A cache mount keeps its files from one build to the next, under its
+/// id whatever the target, and none of them reaches a layer.
+#[test]
+fn cache_mounts_persist_and_stay_out_of_layers() {
+    let c = busybox(
+        "RUN --mount=type=cache,target=/cache,id=shared echo run >> /cache/log && busybox cat /cache/log | busybox wc -l > /count\n\
+         RUN --mount=type=cache,target=/other,id=shared busybox cat /other/log | busybox wc -l > /count2\n",
+        &[],
+    );
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        let img = c.build_oci(&[]);
+        let all = crate::image::all_paths(&img);
+        assert!(
+            !all.iter()
+                .any(|p| p.contains("cache") || p.contains("other") || p.contains("log")),
+            "{all:?}"
+        );
+        let o = c.kiln(&["-q", "-o", "type=tar,dest=-"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let files = crate::image::tar_files(&o.stdout);
+        counts.push((
+            String::from_utf8_lossy(&files["count"]).trim().to_string(),
+            String::from_utf8_lossy(&files["count2"]).trim().to_string(),
+        ));
+    }
+    // Two builds per round (OCI, then tar), one line per build.
+    assert_eq!(counts, [("2".into(), "2".into()), ("4".into(), "4".into())]);
+}
+
+/// Bind mounts: the context by default (read-only, as `.dockerignore`
+/// leaves it), a stage's files with `from=` and `source=`, one file, and
+/// `rw` binds whose writes are thrown away; none reaches the layer.
+#[test]
+fn bind_mounts_read_the_context_stages_and_files() {
+    let c = busybox(
+        "FROM scratch AS other\nCOPY data.txt /sub/data.txt\n\
+         FROM scratch\nCOPY bin /bin\nENV PATH=/bin\n\
+         RUN --mount=target=/ctx busybox ls /ctx > /ctx-list && (echo x > /ctx/new 2>/dev/null && echo writable || echo read-only) > /ctx-rw\n\
+         RUN --mount=type=bind,from=other,source=/sub,target=/o busybox cat /o/data.txt > /from-stage\n\
+         RUN --mount=type=bind,source=data.txt,target=/one.txt busybox cat /one.txt > /one\n\
+         RUN --mount=type=bind,from=other,target=/w,rw echo scribble > /w/sub/data.txt && busybox cat /w/sub/data.txt > /rw\n\
+         RUN --mount=type=bind,from=other,target=/w busybox cat /w/sub/data.txt > /after\n",
+        &[("data.txt", "data\n"), ("secret.env", "hidden\n"), (".dockerignore", "secret.env\n")],
+    );
+    // The busybox() helper writes its own first lines; this Dockerfile has
+    // its own stages.
+    let dockerfile = std::fs::read_to_string(c.ctx().join("Dockerfile")).expect("Dockerfile");
+    let body = dockerfile.splitn(4, '\n').nth(3).expect("steps");
+    std::fs::write(c.ctx().join("Dockerfile"), body).expect("Dockerfile");
+    let o = c.kiln(&["-o", "type=tar,dest=-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    let text = |p: &str| String::from_utf8_lossy(&files[p]).into_owned();
+    let listed: Vec<&str> = files["ctx-list"]
+        .split(|b| *b == b'\n')
+        .map(|l| std::str::from_utf8(l).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(
+        listed.contains(&"data.txt") && listed.contains(&"Dockerfile"),
+        "{listed:?}"
+    );
+    assert!(
+        !listed.contains(&"secret.env"),
+        "an ignored file was visible: {listed:?}"
+    );
+    assert_eq!(text("ctx-rw"), "read-only\n");
+    assert_eq!(text("from-stage"), "data\n");
+    assert_eq!(text("one"), "data\n");
+    assert_eq!(text("rw"), "scribble\n");
+    assert_eq!(text("after"), "data\n", "an rw bind's write was kept");
+    assert!(
+        !files.keys().any(|k| k.starts_with("ctx/")
+            || k.starts_with("o/")
+            || k.starts_with("w/")
+            || k == "one.txt"),
+        "{:?}",
+        files.keys()
+    );
+}
+
+/// tmpfs mounts are empty, sized, and never reach the layer.
+#[test]
+fn tmpfs_mounts() {
+    let c = busybox(
+        "RUN --mount=type=tmpfs,target=/scratch,size=1m echo x > /scratch/f && busybox df -k /scratch | busybox tail -1 | busybox awk '{print $2}' > /size\n",
+        &[],
+    );
+    let o = c.kiln(&["-o", "type=tar,dest=-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    assert_eq!(String::from_utf8_lossy(&files["size"]), "1024\n");
+    assert!(!files.keys().any(|k| k.starts_with("scratch")));
+}
+
+/// Secrets reach the step as a file (with its mode and owner) and as an
+/// environment variable, and nowhere else: not in any layer, the config,
+/// the history, kiln's output or the store. A required secret that was
+/// not given is an error that says how to give it (an optional one is
+/// simply absent, as in BuildKit).
+#[test]
+fn secrets_reach_the_step_and_nothing_else() {
+    let value = format!("s3cr3t-{}", std::process::id());
+    let c = busybox(
+        "RUN --mount=type=secret,id=tok,required=true,mode=0440,uid=5,gid=6 busybox stat -c '%a %u %g' /run/secrets/tok > /stat && busybox wc -c < /run/secrets/tok > /len\n\
+         RUN --mount=type=secret,id=tok,env=TOKEN,target=/t test \"$TOKEN\" = \"$(busybox cat /t)\" && echo same > /same\n",
+        &[],
+    );
+    std::fs::write(c.path("tok.txt"), &value).expect("secret file");
+    let secret = format!("id=tok,src={}", c.path("tok.txt").display());
+    let out = c.path("out.tar");
+    let o = c.kiln(&[
+        "--secret",
+        &secret,
+        "-o",
+        &format!("type=oci,dest={}", out.display()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = read_oci(&std::fs::read(&out).expect("out"));
+    let o2 = c.kiln(&["--secret", &secret, "-o", "type=tar,dest=-"]);
+    assert!(o2.status.success(), "{}", stderr(&o2));
+    let files = crate::image::tar_files(&o2.stdout);
+    assert_eq!(String::from_utf8_lossy(&files["stat"]), "440 5 6\n");
+    assert_eq!(
+        String::from_utf8_lossy(&files["len"]).trim(),
+        value.len().to_string()
+    );
+    assert_eq!(String::from_utf8_lossy(&files["same"]), "same\n");
+    let all = crate::image::all_paths(&img);
+    assert!(
+        !all.iter().any(|p| p.starts_with("run") || p == "t"),
+        "{all:?}"
+    );
+    let needle = value.as_bytes();
+    let contains = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    for l in &img.layers {
+        assert!(!contains(l), "the secret is in a layer");
+    }
+    assert!(!contains(&img.config_raw), "the secret is in the config");
+    assert!(!contains(&o.stderr) && !contains(&o.stdout) && !contains(&o2.stdout));
+    for e in walkdir::WalkDir::new(c.path("store")).into_iter().flatten() {
+        if e.file_type().is_file() {
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            assert!(!contains(&bytes), "the secret is in {}", e.path().display());
+        }
+    }
+    let o = c.kiln(&["-o", "type=tar,dest=-"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("secret \"tok\" is required") && e.contains("--secret id=tok"),
+        "{e}"
+    );
+}
+
+/// `--ssh default` forwards the agent socket named by SSH_AUTH_SOCK: the
+/// step sees a socket at the mount's target and SSH_AUTH_SOCK pointing
+/// at it.
+#[test]
+fn ssh_agent_sockets_are_forwarded() {
+    let c = busybox(
+        "RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /sock\n",
+        &[],
+    );
+    let sock = c.path("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("socket");
+    let o = c.kiln_env(
+        &["--ssh", "default", "-o", "type=tar,dest=-"],
+        &[("SSH_AUTH_SOCK", sock.to_str().expect("utf-8"))],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    assert_eq!(
+        String::from_utf8_lossy(&files["sock"]),
+        "/run/buildkit/ssh_agent.0\n"
+    );
+    assert!(!files.keys().any(|k| k.starts_with("run")));
+}
