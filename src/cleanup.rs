@@ -10,6 +10,20 @@ use std::sync::Mutex;
 
 static PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a signal is ending kiln: the handler thread cleans up and
+/// exits; other threads must not exit first with their own code.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Waits for the handler thread to end the process, when a signal came.
+pub fn wait_if_interrupted() {
+    while interrupted() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
 
 /// Kills process `pid` (a sandbox helper) if kiln is interrupted; its
 /// step's whole process tree goes with it.
@@ -48,6 +62,7 @@ pub fn install() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
             // Running steps first: their helpers take their namespaces,
             // processes and mounts with them.
             if let Ok(v) = CHILDREN.lock() {

@@ -463,7 +463,8 @@ mod tests {
         assert!(validate_secret("id=npm,src=/x").is_ok());
         assert!(validate_secret("id=tok,env=TOKEN").is_ok());
         assert!(validate_secret("id=x,foo=y").is_err());
-        assert!(validate_ssh("default").is_ok());
+        assert!(validate_ssh("default=/run/agent.sock").is_ok());
         assert!(validate_ssh("=x").is_err());
+        assert!(validate_ssh("a=/x,/y").is_err());
     }
 }

@@ -48,5 +48,6 @@ fn main() {
             f.code
         }
     };
+    kiln::cleanup::wait_if_interrupted();
     std::process::exit(code);
 }

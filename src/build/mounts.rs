@@ -74,6 +74,9 @@ pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf), String> {
             (spec.to_string(), PathBuf::from(sock))
         }
     };
+    if id.is_empty() {
+        return Err(format!("--ssh {spec}: the id is empty"));
+    }
     if path.to_string_lossy().contains(',') {
         return Err(format!(
             "--ssh {spec}: kiln forwards one agent socket per id; private key files are not supported yet"

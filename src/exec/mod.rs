@@ -161,6 +161,9 @@ pub fn run(
     }
     let status = child.wait().context("cannot wait for the sandbox helper")?;
     crate::cleanup::forget_child(child.id());
+    // Killed because kiln is being interrupted: the signal handler ends
+    // the process.
+    crate::cleanup::wait_if_interrupted();
     let report = std::fs::read_to_string(&spec.status).unwrap_or_default();
     let exit = parse_status(&report).ok_or_else(|| {
         anyhow!(
