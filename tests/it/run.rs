@@ -459,3 +459,28 @@ fn ssh_agent_sockets_are_forwarded() {
     );
     assert!(!files.keys().any(|k| k.starts_with("run")));
 }
+
+/// A step over more layers than a classic overlay mount option string
+/// can name (each layer is passed on its own with `lowerdir+`): 150
+/// layers, each adding a file, under long store paths.
+#[test]
+fn a_step_over_many_layers() {
+    let mut steps = String::new();
+    for i in 0..150 {
+        steps.push_str(&format!("COPY f /layers/f{i}\n"));
+    }
+    steps.push_str("RUN busybox ls /layers | busybox wc -l > /count && busybox rm /layers/f0\n");
+    let c = busybox(&steps, &[("f", "x\n")]);
+    let deep = c.path(&format!("store-{}", "x".repeat(120)));
+    let o = std::process::Command::new(crate::util::kiln_bin())
+        .args(["build", "-q", "--cache-dir"])
+        .arg(&deep)
+        .args(["-o", "type=tar,dest=-"])
+        .arg(c.ctx())
+        .output()
+        .expect("kiln");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    assert_eq!(String::from_utf8_lossy(&files["count"]), "150\n");
+    assert!(!files.contains_key("layers/f0") && files.contains_key("layers/f149"));
+}
