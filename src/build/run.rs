@@ -171,8 +171,7 @@ pub fn run(
     }
 
     remove_stubs(&upper, &lower, &missing)?;
-    let lower_dir = |p: &str| crate::snapshot::diff::dir_meta(&lower.join(p));
-    let entries = crate::snapshot::diff::upper_entries(&upper, &lower_dir)
+    let entries = crate::snapshot::diff::upper_entries(&upper, &lower)
         .context("cannot read the step's changes")?;
     let blob = layer::write_with(entries, opts, store, false)?;
     let snapshot = commit_snapshot(store, &upper, &blob.diff_id)?;

@@ -1,35 +1,22 @@
-//! A step's layer from its overlay upper directory, the way BuildKit's
-//! overlay differ reads one: a 0/0 character device is a whiteout, a
-//! directory with the `overlay.opaque` xattr hides what lower layers had
-//! in it, and a directory copied up only because something inside it
-//! changed is left out when its own metadata matches the lower one.
-//! Nothing walks the lower layers.
+//! A step's layer from its overlay upper directory, with the semantics of
+//! BuildKit's overlay differ (which is continuity's walking differ, sped
+//! up by reading the upper directory):
+//! - a 0/0 character device is a deletion, dropped when the base has no
+//!   such path;
+//! - an entry the base has is a modification, dropped when it is the same
+//!   file (type, mode, owner, device, capabilities; for non-directories
+//!   also size and mtime, and the content when both mtimes lack
+//!   nanoseconds);
+//! - under a directory marked opaque, the base's entries that are gone
+//!   become deletions (the top-most of each gone subtree), as the walking
+//!   differ reports them: no opaque markers are written;
+//! - every ancestor of a recorded entry is recorded too, with its current
+//!   metadata (containerd's change writer includes parents).
 
-use crate::layer::writer::{entries_from_dir, Entry, EntryKind};
-use std::collections::BTreeMap;
+use crate::layer::writer::{entries_from_dir, Entry, EntryKind, WriteError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-/// What a directory's own metadata is, for comparison: mode, owner,
-/// mtime to the nanosecond, and xattrs.
-pub type DirMeta = (u32, u32, u32, i64, i64, BTreeMap<String, Vec<u8>>);
-
-/// The [`DirMeta`] of a directory on disk; None when it is not one.
-pub fn dir_meta(path: &Path) -> Option<DirMeta> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(path).ok()?;
-    if !m.is_dir() {
-        return None;
-    }
-    let x = crate::layer::writer::read_xattrs(path).ok()?;
-    Some((
-        m.mode() & 0o7777,
-        m.uid(),
-        m.gid(),
-        m.mtime(),
-        m.mtime_nsec(),
-        x,
-    ))
-}
 
 fn overlay_xattr(k: &str) -> bool {
     k.starts_with("trusted.overlay.") || k.starts_with("user.overlay.")
@@ -45,80 +32,220 @@ fn is_opaque(dir: &Path) -> bool {
         })
 }
 
-/// The layer entries of `upper`. `lower_dir` gives the metadata of a
-/// directory in the lower layers (None when it is not a directory there).
-pub fn upper_entries(
-    upper: &Path,
-    lower_dir: &dyn Fn(&str) -> Option<DirMeta>,
-) -> Result<Vec<Entry>, crate::layer::writer::WriteError> {
-    let mut out = Vec::new();
-    for mut e in entries_from_dir(upper, "")? {
-        let opaque = matches!(e.kind, EntryKind::Dir) && is_opaque(&upper.join(&e.path));
-        e.xattrs.retain(|k, _| !overlay_xattr(k));
-        match e.kind {
-            EntryKind::CharDevice { major: 0, minor: 0 } => {
-                e.kind = EntryKind::Whiteout;
-                out.push(e);
-            }
-            EntryKind::Dir if opaque => {
-                let marker = Entry {
-                    kind: EntryKind::OpaqueWhiteout,
-                    xattrs: BTreeMap::new(),
-                    ..e.clone()
-                };
-                out.push(e);
-                out.push(marker);
-            }
-            EntryKind::Dir => {
-                let same =
-                    lower_dir(&e.path).is_some_and(|m| Some(m) == dir_meta(&upper.join(&e.path)));
-                if !same {
-                    out.push(e);
-                }
-            }
-            _ => out.push(e),
+fn capability(p: &Path) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    rustix::fs::lgetxattr(p, "security.capability", &mut buf)
+        .ok()
+        .map(|n| buf[..n].to_vec())
+}
+
+/// continuity's `sameFile`: the same entry, or a copy-up that changed
+/// nothing.
+fn same_dirent(base: &Path, upper: &Path) -> bool {
+    let (Ok(b), Ok(u)) = (
+        std::fs::symlink_metadata(base),
+        std::fs::symlink_metadata(upper),
+    ) else {
+        return false;
+    };
+    if b.mode() != u.mode() || b.uid() != u.uid() || b.gid() != u.gid() || b.rdev() != u.rdev() {
+        return false;
+    }
+    if capability(base) != capability(upper) {
+        return false;
+    }
+    if b.is_dir() {
+        return true;
+    }
+    if b.len() != u.len() || b.mtime() != u.mtime() {
+        return false;
+    }
+    if b.mtime_nsec() == 0 && u.mtime_nsec() == 0 {
+        // Truncated times (unpacked from a tar): compare what they hold.
+        if b.file_type().is_symlink() {
+            return std::fs::read_link(base).ok() == std::fs::read_link(upper).ok();
+        }
+        if b.len() == 0 {
+            return true;
+        }
+        return same_content(base, upper).unwrap_or(false);
+    }
+    b.mtime_nsec() == u.mtime_nsec()
+}
+
+fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let na = read_full(&mut fa, &mut ba)?;
+        let nb = read_full(&mut fb, &mut bb)?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
         }
     }
-    Ok(out)
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The layer entries of `upper` (a step's overlay upper directory) over
+/// `base` (the step's root before it ran, mounted).
+pub fn upper_entries(upper: &Path, base: &Path) -> Result<Vec<Entry>, WriteError> {
+    let exists = |rel: &str| std::fs::symlink_metadata(base.join(rel)).is_ok();
+    let all = entries_from_dir(upper, "")?;
+    let mut keep: BTreeMap<String, Entry> = BTreeMap::new();
+    // Opaque directories the base has: what the base had under them and
+    // the upper lacks is deleted.
+    let mut opaque: Vec<String> = Vec::new();
+    let mut deletions: Vec<String> = Vec::new();
+    for mut e in all {
+        e.xattrs.retain(|k, _| !overlay_xattr(k));
+        let path = e.path.clone();
+        let up = upper.join(&path);
+        match e.kind {
+            EntryKind::CharDevice { major: 0, minor: 0 } => {
+                if exists(&path) {
+                    e.kind = EntryKind::Whiteout;
+                    keep.insert(path, e);
+                }
+                continue;
+            }
+            EntryKind::Dir if exists(&path) && is_opaque(&up) => opaque.push(path.clone()),
+            _ => {}
+        }
+        if !(exists(&path) && same_dirent(&base.join(&path), &up)) {
+            keep.insert(path, e);
+        }
+    }
+    for dir in &opaque {
+        gone_under(base, upper, dir, &mut deletions).map_err(|source| WriteError::Read {
+            path: base.join(dir),
+            source,
+        })?;
+    }
+    for path in deletions {
+        let e = Entry {
+            path: path.clone(),
+            kind: EntryKind::Whiteout,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: BTreeMap::new(),
+        };
+        keep.entry(path).or_insert(e);
+    }
+    // Parents of what is recorded, with their metadata in the upper
+    // directory (copied up, so present there).
+    let mut parents: BTreeSet<String> = BTreeSet::new();
+    for path in keep.keys() {
+        let mut p = Path::new(path).parent();
+        while let Some(dir) = p.filter(|d| !d.as_os_str().is_empty()) {
+            let s = dir.to_string_lossy().into_owned();
+            if !parents.insert(s) {
+                break;
+            }
+            p = dir.parent();
+        }
+    }
+    let missing: Vec<String> = parents
+        .into_iter()
+        .filter(|p| !keep.contains_key(p))
+        .collect();
+    if !missing.is_empty() {
+        for e in entries_from_dir(upper, "")? {
+            if missing.contains(&e.path) {
+                let mut e = e;
+                e.xattrs.retain(|k, _| !overlay_xattr(k));
+                keep.insert(e.path.clone(), e);
+            }
+        }
+    }
+    Ok(keep.into_values().collect())
+}
+
+/// The top-most paths under `dir` that `base` has and `upper` lacks.
+fn gone_under(base: &Path, upper: &Path, dir: &str, out: &mut Vec<String>) -> std::io::Result<()> {
+    let mut names: Vec<_> = std::fs::read_dir(base.join(dir))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    for name in names {
+        let rel = format!("{dir}/{}", name.to_string_lossy());
+        match std::fs::symlink_metadata(upper.join(&rel)) {
+            Err(_) => out.push(rel),
+            Ok(m) if m.is_dir() && base.join(&rel).is_dir() => gone_under(base, upper, &rel, out)?,
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn mkfile(p: &Path, data: &[u8]) {
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        std::fs::write(p, data).expect("write");
+    }
+
     #[test]
-    fn whiteouts_opaque_dirs_and_unchanged_parents() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let up = dir.path();
-        std::fs::create_dir_all(up.join("etc/sub")).expect("mkdir");
-        std::fs::write(up.join("etc/new"), b"n").expect("write");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            up.join("etc/gone"),
-            rustix::fs::FileType::CharacterDevice,
-            rustix::fs::Mode::empty(),
-            0,
-        )
-        .expect("whiteout");
+    fn changes_as_buildkits_differ_reports_them() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (base, up) = (t.path().join("base"), t.path().join("upper"));
+        mkfile(&base.join("etc/keep"), b"k");
+        mkfile(&base.join("etc/gone"), b"g");
+        mkfile(&base.join("etc/deep/a/b"), b"b");
+        mkfile(&base.join("opq/old"), b"o");
+        mkfile(&base.join("opq/sub/old2"), b"o");
+        mkfile(&base.join("opq/sub/stays"), b"s");
+        // The upper: a new file deep down, a whiteout, a whiteout of what
+        // the base never had, and an opaque directory.
+        mkfile(&up.join("etc/deep/a/new"), b"n");
+        for wh in ["etc/gone", "etc/never"] {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                up.join(wh),
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::empty(),
+                0,
+            )
+            .expect("whiteout");
+        }
+        mkfile(&up.join("opq/sub/stays"), b"changed");
+        mkfile(&up.join("opq/fresh"), b"f");
         let key = format!(
             "{}overlay.opaque",
             crate::layer::apply::overlay_xattr_prefix()
         );
         rustix::fs::setxattr(
-            up.join("etc/sub").as_path(),
+            up.join("opq").as_path(),
             key.as_str(),
             b"y",
             rustix::fs::XattrFlags::empty(),
         )
         .expect("opaque");
-        let same = dir_meta(&up.join("etc")).expect("etc");
-        let entries = upper_entries(up, &|p| (p == "etc").then(|| same.clone())).expect("entries");
+        let entries = upper_entries(&up, &base).expect("entries");
         let got: Vec<(&str, &str)> = entries
             .iter()
             .map(|e| {
                 let kind = match e.kind {
                     EntryKind::Whiteout => "whiteout",
-                    EntryKind::OpaqueWhiteout => "opaque",
                     EntryKind::Dir => "dir",
                     EntryKind::File { .. } => "file",
                     _ => "other",
@@ -129,10 +256,17 @@ mod tests {
         assert_eq!(
             got,
             [
+                ("etc", "dir"),
+                ("etc/deep", "dir"),
+                ("etc/deep/a", "dir"),
+                ("etc/deep/a/new", "file"),
                 ("etc/gone", "whiteout"),
-                ("etc/new", "file"),
-                ("etc/sub", "dir"),
-                ("etc/sub", "opaque"),
+                ("opq", "dir"),
+                ("opq/fresh", "file"),
+                ("opq/old", "whiteout"),
+                ("opq/sub", "dir"),
+                ("opq/sub/old2", "whiteout"),
+                ("opq/sub/stays", "file"),
             ]
         );
         assert!(entries.iter().all(|e| e.xattrs.is_empty()));
