@@ -20,6 +20,7 @@ pub mod progress;
 pub mod registry;
 pub mod snapshot;
 pub mod store;
+pub mod userns;
 
 /// An error with its causes, on one line: `what: why: deeper why`.
 pub fn error_chain(e: &anyhow::Error) -> String {

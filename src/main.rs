@@ -11,7 +11,10 @@ fn main() {
         let spec = args.next().unwrap_or_default();
         kiln::exec::sandbox::main(&spec);
     }
-    // Before any thread exists: as root, a mount namespace of kiln's own.
+    // Before any thread exists: an unprivileged build re-runs itself as
+    // root of a user namespace; then, as root, a mount namespace of kiln's
+    // own.
+    kiln::userns::maybe_enter();
     kiln::snapshot::overlay::init();
     let cli = Cli::parse();
     match kiln::registry::configured_insecure() {

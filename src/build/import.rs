@@ -205,7 +205,7 @@ fn imported(image: Image, rootfs: PathBuf, store: &Store) -> Result<Imported> {
         }
         None
     };
-    let owners = if rustix::process::geteuid().is_root() {
+    let owners = if crate::userns::full_ids() {
         None
     } else {
         let mut o = Owners::new();
@@ -797,7 +797,7 @@ pub fn extract_into(
     t.ensure_dir(dest, s.chown.unwrap_or((0, 0)), s.now)?;
     // Without root the extracted files belong to the user running kiln;
     // the owners the archive gives are read from its headers.
-    let owners = if rustix::process::geteuid().is_root() {
+    let owners = if crate::userns::full_ids() {
         None
     } else {
         Some(archive_owners(archive)?)

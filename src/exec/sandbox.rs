@@ -241,7 +241,9 @@ fn setup(spec: &Spec, secrets: &[Vec<u8>]) -> Result<(), String> {
                 std::io::Error::last_os_error()
             ));
         }
-        if libc::setgroups(spec.groups.len(), spec.groups.as_ptr()) != 0 {
+        // A user namespace with one id denies setgroups.
+        let single = crate::userns::mode() == crate::userns::Mode::Single;
+        if !single && libc::setgroups(spec.groups.len(), spec.groups.as_ptr()) != 0 {
             return Err(format!(
                 "cannot set the groups: {}",
                 std::io::Error::last_os_error()
@@ -379,6 +381,7 @@ fn throwaway_overlay(source: &Path, scratch: &Path, dest: &Path) -> std::io::Res
     fsconfig_set_string(&fs, "lowerdir+", source)?;
     fsconfig_set_string(&fs, "upperdir", upper.as_path())?;
     fsconfig_set_string(&fs, "workdir", work.as_path())?;
+    crate::snapshot::overlay::user_xattrs(&fs)?;
     fsconfig_create(&fs)?;
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
     move_mount(
@@ -438,10 +441,15 @@ fn mount_root(spec: &Spec) -> std::io::Result<()> {
     fsconfig_set_string(&fs, "upperdir", spec.upper.as_path())?;
     fsconfig_set_string(&fs, "workdir", spec.work.as_path())?;
     // The upper directory must hold every change in full: no redirects
-    // for renamed directories, no metadata-only copies.
-    fsconfig_set_string(&fs, "redirect_dir", "off")?;
-    fsconfig_set_string(&fs, "metacopy", "off")?;
-    fsconfig_set_string(&fs, "index", "off")?;
+    // for renamed directories, no metadata-only copies. (`userxattr`, in
+    // a user namespace, implies both and refuses them as options.)
+    if crate::userns::in_userns() {
+        crate::snapshot::overlay::user_xattrs(&fs)?;
+    } else {
+        fsconfig_set_string(&fs, "redirect_dir", "off")?;
+        fsconfig_set_string(&fs, "metacopy", "off")?;
+        fsconfig_set_string(&fs, "index", "off")?;
+    }
     fsconfig_create(&fs)?;
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
     move_mount(
@@ -461,9 +469,25 @@ fn bind(src: &Path, dest: &Path, recursive: bool, readonly: bool) -> rustix::io:
     }
     rustix::mount::mount(src, dest, "", flags, None)?;
     if readonly {
+        // A remount must keep the flags the source mount has (in a user
+        // namespace they are locked).
+        let mut keep = MountFlags::empty();
+        if let Ok(st) = rustix::fs::statvfs(dest) {
+            use rustix::fs::StatVfsMountFlags as V;
+            for (v, m) in [
+                (V::NOEXEC, MountFlags::NOEXEC),
+                (V::NOATIME, MountFlags::NOATIME),
+                (V::NODIRATIME, MountFlags::NODIRATIME),
+                (V::RELATIME, MountFlags::RELATIME),
+            ] {
+                if st.f_flag.contains(v) {
+                    keep |= m;
+                }
+            }
+        }
         rustix::mount::mount_remount(
             dest,
-            MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+            MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | keep,
             "",
         )?;
     }
@@ -493,6 +517,13 @@ fn setup_dev(spec: &Spec) -> Result<(), String> {
         ("tty", 5, 0),
     ] {
         let p = dev.join(name);
+        if crate::userns::in_userns() {
+            // No mknod in a user namespace: the host's devices, bound.
+            std::fs::write(&p, b"").map_err(|e| format!("cannot create /dev/{name}: {e}"))?;
+            bind(&Path::new("/dev").join(name), &p, false, false)
+                .map_err(|e| format!("cannot bind /dev/{name}: {e}"))?;
+            continue;
+        }
         rustix::fs::mknodat(
             rustix::fs::CWD,
             &p,
@@ -513,7 +544,15 @@ fn setup_dev(spec: &Spec) -> Result<(), String> {
         dev.join("pts"),
         "devpts",
         MountFlags::NOSUID | MountFlags::NOEXEC,
-        Some(cstr("newinstance,ptmxmode=0666,mode=0620,gid=5")?.as_c_str()),
+        // The tty group only where it exists.
+        Some(
+            cstr(if crate::userns::mode() == crate::userns::Mode::Single {
+                "newinstance,ptmxmode=0666,mode=0620"
+            } else {
+                "newinstance,ptmxmode=0666,mode=0620,gid=5"
+            })?
+            .as_c_str(),
+        ),
     )
     .map_err(|e| format!("cannot mount /dev/pts: {e}"))?;
     rustix::mount::mount(

@@ -138,7 +138,7 @@ pub struct ApplyStats {
 /// a mount made as root, `user.` for one made in a user namespace
 /// (`userxattr`).
 pub fn overlay_xattr_prefix() -> &'static str {
-    if rustix::process::geteuid().is_root() {
+    if rustix::process::geteuid().is_root() && !crate::userns::in_userns() {
         "trusted."
     } else {
         "user."
@@ -270,7 +270,9 @@ pub fn apply<R: Read>(
         root: root_fd,
         dest: dest_comps,
         opts,
-        is_root: rustix::process::geteuid().is_root(),
+        // Root of a user namespace without subordinate ids cannot give
+        // files other owners: a refusal is then not an error.
+        is_root: crate::userns::full_ids(),
         stats: ApplyStats::default(),
         keep: HashSet::new(),
         dirs: BTreeMap::new(),

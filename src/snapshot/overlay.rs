@@ -67,6 +67,7 @@ pub fn mount_chain(layers: &[PathBuf], empty: &Path, target: &Path) -> io::Resul
         fsconfig_set_string(&fs, "lowerdir+", dir.as_path())?;
     }
     fsconfig_set_string(&fs, "lowerdir+", empty)?;
+    user_xattrs(&fs)?;
     fsconfig_create(&fs)?;
     let mnt = fsmount(
         &fs,
@@ -84,6 +85,15 @@ pub fn mount_chain(layers: &[PathBuf], empty: &Path, target: &Path) -> io::Resul
     )?;
     if let Ok(mut m) = MOUNTS.lock() {
         m.push(target.to_path_buf());
+    }
+    Ok(())
+}
+
+/// In a user namespace, overlayfs keeps its markers in `user.` xattrs
+/// (the `userxattr` option), as kiln's snapshots then do.
+pub fn user_xattrs(fs: &impl std::os::fd::AsFd) -> io::Result<()> {
+    if crate::userns::in_userns() {
+        rustix::mount::fsconfig_set_flag(fs, "userxattr")?;
     }
     Ok(())
 }

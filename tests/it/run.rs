@@ -485,3 +485,164 @@ fn a_step_over_many_layers() {
     assert_eq!(String::from_utf8_lossy(&files["count"]), "150\n");
     assert!(!files.contains_key("layers/f0") && files.contains_key("layers/f149"));
 }
+
+/// An unprivileged user with subordinate ids in /etc/subuid and
+/// /etc/subgid (made here when missing, as `useradd` makes them).
+fn rootless_user() -> (u32, u32) {
+    const NAME: &str = "kiln-rootless";
+    let id = |flag: &str| {
+        std::process::Command::new("id")
+            .args([flag, NAME])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })
+    };
+    if id("-u").is_none() {
+        let o = std::process::Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", NAME])
+            .output()
+            .expect("useradd");
+        assert!(o.status.success() || id("-u").is_some(), "{}", stderr(&o));
+    }
+    let has = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(&format!("{NAME}:")))
+    };
+    if !has("/etc/subuid") || !has("/etc/subgid") {
+        let o = std::process::Command::new("usermod")
+            .args([
+                "--add-subuids",
+                "300000-365535",
+                "--add-subgids",
+                "300000-365535",
+                NAME,
+            ])
+            .output()
+            .expect("usermod");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    (id("-u").expect("uid"), id("-g").expect("gid"))
+}
+
+/// Builds `c` as root and as `uid:gid` (a copy of the context they own),
+/// SOURCE_DATE_EPOCH set; returns both outputs.
+fn root_and_rootless(
+    c: &Ctx,
+    (uid, gid): (u32, u32),
+) -> (std::process::Output, Vec<u8>, std::process::Output, Vec<u8>) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let work = tmp.path().join("w");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(c.ctx())
+        .arg(&work)
+        .status()
+        .expect("cp")
+        .success());
+    assert!(std::process::Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(tmp.path())
+        .status()
+        .expect("chown")
+        .success());
+    let build = |rootless: bool| {
+        let out = tmp
+            .path()
+            .join(if rootless { "rootless.tar" } else { "root.tar" });
+        let mut cmd = if rootless {
+            let mut c = std::process::Command::new("setpriv");
+            c.args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+            ])
+            .arg(crate::util::kiln_bin());
+            c
+        } else {
+            std::process::Command::new(crate::util::kiln_bin())
+        };
+        let o = cmd
+            .args(["build", "-q", "--cache-dir"])
+            .arg(tmp.path().join(if rootless { "s1" } else { "s0" }))
+            .arg("-o")
+            .arg(format!("type=oci,dest={}", out.display()))
+            .arg(&work)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("HOME", tmp.path())
+            .env_remove("KILN_USERNS")
+            .output()
+            .expect("kiln");
+        let bytes = std::fs::read(&out).unwrap_or_default();
+        (o, bytes)
+    };
+    let (o0, b0) = build(false);
+    let (o1, b1) = build(true);
+    (o0, b0, o1, b1)
+}
+
+/// Rootless RUN: an unprivileged user with subordinate ids builds in a
+/// user namespace (overlay with `userxattr`, the sandbox, owners other
+/// than root kept) to the same image digest as root.
+#[test]
+fn rootless_run_matches_root() {
+    let c = busybox(
+        "COPY --chown=7:8 data /data/\n\
+         RUN busybox mkdir -p /etc && echo 'app:x:1000:1000::/home/app:/bin/sh' > /etc/passwd && \
+         echo 'app:x:1000:' > /etc/group && busybox mkdir -p /home/app && busybox chown 1000:1000 /home/app && \
+         busybox rm /data/gone && echo changed > /data/kept && busybox chown 33:44 /data/kept\n\
+         USER app\nRUN busybox id -u > /home/app/uid && busybox touch /home/app/made\n",
+        &[("data/gone", "g\n"), ("data/kept", "k\n")],
+    );
+    let user = rootless_user();
+    let (o0, b0, o1, b1) = root_and_rootless(&c, user);
+    assert!(o0.status.success(), "root: {}", stderr(&o0));
+    assert!(o1.status.success(), "rootless: {}", stderr(&o1));
+    assert!(!stderr(&o1).contains("warning"), "{}", stderr(&o1));
+    let (i0, i1) = (read_oci(&b0), read_oci(&b1));
+    let run = layer(&i1, 2);
+    assert!(
+        run.iter()
+            .any(|l| l.starts_with("data/kept\tfile\t0644\t33\t44\t")),
+        "{run:#?}"
+    );
+    assert!(
+        layer(&i1, 3)
+            .iter()
+            .any(|l| l.starts_with("home/app/made\tfile\t0644\t1000\t1000\t")),
+        "{:#?}",
+        layer(&i1, 3)
+    );
+    assert_eq!(i0.manifest_digest, i1.manifest_digest);
+}
+
+/// Without subordinate ids (uid 65534 has none), kiln still runs RUN in a
+/// user namespace where only root exists, and says what that costs; a
+/// step as another user then fails with a clear error.
+#[test]
+fn rootless_without_subordinate_ids() {
+    let c = busybox("RUN echo ok > /ok\n", &[]);
+    let (o0, b0, o1, b1) = root_and_rootless(&c, (65534, 65534));
+    assert!(
+        o0.status.success() && o1.status.success(),
+        "{}",
+        stderr(&o1)
+    );
+    assert!(
+        stderr(&o1).contains("no subordinate ids"),
+        "{}",
+        stderr(&o1)
+    );
+    assert_eq!(read_oci(&b0).manifest_digest, read_oci(&b1).manifest_digest);
+    let c = busybox("USER 1000\nRUN echo no > /no\n", &[]);
+    let (_, _, o1, _) = root_and_rootless(&c, (65534, 65534));
+    assert_eq!(o1.status.code(), Some(3), "{}", stderr(&o1));
+    assert!(stderr(&o1).contains("cannot set"), "{}", stderr(&o1));
+}
