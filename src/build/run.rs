@@ -52,12 +52,9 @@ pub fn run(
     else {
         bail!("not a RUN step");
     };
-    if !state.view.is_overlay() {
-        bail!(
-            "RUN needs overlay snapshots, which need root in this version of kiln \
-             (rootless RUN and the copy fallback come next; KILN_SNAPSHOTTER=copy has no RUN)"
-        );
-    }
+    // Overlay snapshots, or (where overlayfs is refused) a full copy of
+    // the stage that the step changes in place.
+    let overlay = state.view.is_overlay();
     if security == "insecure" {
         bail!("RUN --security=insecure needs the security.insecure entitlement, which kiln does not grant");
     }
@@ -90,6 +87,12 @@ pub fn run(
 
     let prepared = super::mounts::prepare(mounts, state, opts, store, done, images, &dir)?;
     let lower = state.view.root.clone();
+    if !overlay {
+        // The directory exists (empty): copy into a fresh name, then swap.
+        std::fs::remove_dir(&rootfs).context("cannot prepare the step's root")?;
+        crate::snapshot::copy::copy_tree(&lower, &rootfs)
+            .context("cannot copy the stage for the step (copy snapshotter)")?;
+    }
     // Mount points the image lacks: the sandbox creates them (and their
     // parents); they leave the upper directory after the step.
     let mut stubs: Vec<String> = STUBS.iter().map(|s| s.to_string()).collect();
@@ -117,7 +120,8 @@ pub fn run(
         empty,
         upper: upper.clone(),
         work: work.clone(),
-        rootfs,
+        rootfs: rootfs.clone(),
+        overlay,
         argv: argv.clone(),
         env: vars,
         cwd: workdir.clone(),
@@ -170,6 +174,14 @@ pub fn run(
         }
     }
 
+    if !overlay {
+        remove_stubs(&rootfs, &lower, &missing)?;
+        let entries = crate::snapshot::diff::walk_entries(&rootfs, &lower)
+            .context("cannot read the step's changes")?;
+        let blob = layer::write_with(entries, opts, store, false)?;
+        state.view.replace_disk(rootfs);
+        return Ok((blob, history_text(argv, args)));
+    }
     remove_stubs(&upper, &lower, &missing)?;
     let entries = crate::snapshot::diff::upper_entries(&upper, &lower)
         .context("cannot read the step's changes")?;

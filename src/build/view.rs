@@ -175,6 +175,14 @@ impl View {
         self.remount()
     }
 
+    /// Makes `root` (a full copy a RUN step changed) the disk, which then
+    /// holds every file of the stage (copy snapshotter).
+    pub fn replace_disk(&mut self, root: PathBuf) {
+        self.root = root;
+        self.index.clear();
+        self.pending.clear();
+    }
+
     /// Whether the disk is a read-only overlay of snapshots.
     pub fn is_overlay(&self) -> bool {
         self.snapshots.is_some()

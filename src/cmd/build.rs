@@ -171,6 +171,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
                 store_root.display()
             ))
         })?;
+    crate::snapshot::overlay::probe(&store_root.join("tmp"));
     crate::cleanup::install();
     crate::cleanup::register(work.path());
     // Dropped before `work`: the work directory's mounts go first.

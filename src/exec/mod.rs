@@ -32,8 +32,11 @@ pub struct Spec {
     pub upper: PathBuf,
     /// overlayfs's work directory, beside `upper`.
     pub work: PathBuf,
-    /// Where the root is mounted (an empty directory).
+    /// Where the root is mounted (an empty directory); with `overlay`
+    /// false, the root itself (a full copy the step may change).
     pub rootfs: PathBuf,
+    /// Mount the lowers and the upper as an overlay at `rootfs`.
+    pub overlay: bool,
     pub argv: Vec<String>,
     /// `KEY=value`.
     pub env: Vec<String>,

@@ -184,7 +184,12 @@ fn setup(spec: &Spec, secrets: &[Vec<u8>]) -> Result<(), String> {
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .map_err(|e| format!("cannot make the mounts private: {e}"))?;
-    mount_root(spec).map_err(|e| format!("cannot mount the step's root filesystem: {e}"))?;
+    if spec.overlay {
+        mount_root(spec).map_err(|e| format!("cannot mount the step's root filesystem: {e}"))?;
+    } else {
+        // The copied root, made a mount point for pivot_root.
+        bind(root, root, true, false).map_err(|e| format!("cannot bind the step's root: {e}"))?;
+    }
     // The mount points the parent checked for; what it had to create it
     // removes from the layer afterwards.
     for dir in ["proc", "dev", "sys"] {

@@ -116,12 +116,15 @@ pub fn upper_entries(upper: &Path, base: &Path) -> Result<Vec<Entry>, WriteError
         match e.kind {
             EntryKind::CharDevice { major: 0, minor: 0 } => {
                 if exists(&path) {
-                    e.kind = EntryKind::Whiteout;
-                    keep.insert(path, e);
+                    keep.insert(path.clone(), whiteout(path));
                 }
                 continue;
             }
-            EntryKind::Dir if exists(&path) && is_opaque(&up) => opaque.push(path.clone()),
+            // (A directory made where the base had a file is opaque too;
+            // it replaces the file, and there is nothing under it to lose.)
+            EntryKind::Dir if base.join(&path).is_dir() && is_opaque(&up) => {
+                opaque.push(path.clone())
+            }
             _ => {}
         }
         if !(exists(&path) && same_dirent(&base.join(&path), &up)) {
@@ -135,19 +138,14 @@ pub fn upper_entries(upper: &Path, base: &Path) -> Result<Vec<Entry>, WriteError
         })?;
     }
     for path in deletions {
-        let e = Entry {
-            path: path.clone(),
-            kind: EntryKind::Whiteout,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            xattrs: BTreeMap::new(),
-        };
-        keep.entry(path).or_insert(e);
+        keep.entry(path.clone()).or_insert_with(|| whiteout(path));
     }
-    // Parents of what is recorded, with their metadata in the upper
-    // directory (copied up, so present there).
+    with_parents(upper, keep)
+}
+
+/// Adds every ancestor of a recorded entry, with its metadata in `root`
+/// (where it exists: a step's upper directory copies parents up).
+fn with_parents(root: &Path, mut keep: BTreeMap<String, Entry>) -> Result<Vec<Entry>, WriteError> {
     let mut parents: BTreeSet<String> = BTreeSet::new();
     for path in keep.keys() {
         let mut p = Path::new(path).parent();
@@ -164,7 +162,7 @@ pub fn upper_entries(upper: &Path, base: &Path) -> Result<Vec<Entry>, WriteError
         .filter(|p| !keep.contains_key(p))
         .collect();
     if !missing.is_empty() {
-        for e in entries_from_dir(upper, "")? {
+        for e in entries_from_dir(root, "")? {
             if missing.contains(&e.path) {
                 let mut e = e;
                 e.xattrs.retain(|k, _| !overlay_xattr(k));
@@ -175,6 +173,47 @@ pub fn upper_entries(upper: &Path, base: &Path) -> Result<Vec<Entry>, WriteError
     Ok(keep.into_values().collect())
 }
 
+/// The layer entries of `new` (a full copy of `base` a step ran in) over
+/// `base`, by walking both: what continuity's walking differ reports,
+/// and what [`upper_entries`] gives for the same change.
+pub fn walk_entries(new: &Path, base: &Path) -> Result<Vec<Entry>, WriteError> {
+    let mut keep: BTreeMap<String, Entry> = BTreeMap::new();
+    for mut e in entries_from_dir(new, "")? {
+        e.xattrs.retain(|k, _| !overlay_xattr(k));
+        let b = base.join(&e.path);
+        if std::fs::symlink_metadata(&b).is_ok() && same_dirent(&b, &new.join(&e.path)) {
+            continue;
+        }
+        keep.insert(e.path.clone(), e);
+    }
+    let mut deletions = Vec::new();
+    gone_under(base, new, "", &mut deletions).map_err(|source| WriteError::Read {
+        path: base.to_path_buf(),
+        source,
+    })?;
+    for path in deletions {
+        keep.entry(path.clone()).or_insert_with(|| whiteout(path));
+    }
+    with_parents(new, keep)
+}
+
+/// A deletion as containerd's change writer writes it: mode 0, owned by
+/// root, dated when the layer is made (SOURCE_DATE_EPOCH clamps it).
+fn whiteout(path: String) -> Entry {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Entry {
+        path,
+        kind: EntryKind::Whiteout,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        mtime: now,
+        xattrs: BTreeMap::new(),
+    }
+}
+
 /// The top-most paths under `dir` that `base` has and `upper` lacks.
 fn gone_under(base: &Path, upper: &Path, dir: &str, out: &mut Vec<String>) -> std::io::Result<()> {
     let mut names: Vec<_> = std::fs::read_dir(base.join(dir))?
@@ -183,7 +222,11 @@ fn gone_under(base: &Path, upper: &Path, dir: &str, out: &mut Vec<String>) -> st
         .collect();
     names.sort();
     for name in names {
-        let rel = format!("{dir}/{}", name.to_string_lossy());
+        let rel = if dir.is_empty() {
+            name.to_string_lossy().into_owned()
+        } else {
+            format!("{dir}/{}", name.to_string_lossy())
+        };
         match std::fs::symlink_metadata(upper.join(&rel)) {
             Err(_) => out.push(rel),
             Ok(m) if m.is_dir() && base.join(&rel).is_dir() => gone_under(base, upper, &rel, out)?,

@@ -7,6 +7,7 @@
 //! `evil -> /` symlink resolves to a path under the root, never outside it.
 //! This module knows nothing of Dockerfiles or registries.
 
+pub mod copy;
 pub mod diff;
 pub mod layers;
 pub mod overlay;

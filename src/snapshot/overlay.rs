@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 static ENABLED: OnceLock<bool> = OnceLock::new();
+/// Set when overlayfs turned out unusable for the store (see [`probe`]).
+static REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static MOUNTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Enters a private mount namespace when kiln runs as root. Call first
@@ -39,7 +41,51 @@ fn enter_namespace() -> bool {
 
 /// Whether stages are overlay mounts (else copies).
 pub fn enabled() -> bool {
-    ENABLED.get().copied().unwrap_or(false)
+    ENABLED.get().copied().unwrap_or(false) && !REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Checks, once, that overlayfs works with directories in `tmp` (the
+/// store's, where snapshots and steps' upper directories live); where it
+/// does not (an upper directory on overlayfs inside a container, a kernel
+/// without it), kiln copies instead, and says so.
+pub fn probe(tmp: &Path) {
+    if !enabled() {
+        return;
+    }
+    if let Err(e) = try_mount(tmp) {
+        REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "kiln: warning: overlayfs cannot be used in {} ({e}); stages and RUN steps use full copies instead (slower; KILN_SNAPSHOTTER=copy chooses this outright)",
+            tmp.display()
+        );
+    }
+}
+
+fn try_mount(tmp: &Path) -> io::Result<()> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
+        MountAttrFlags,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix(&crate::store::Store::temp_prefix("probe"))
+        .tempdir_in(tmp)?;
+    let (lower, upper, work) = (
+        dir.path().join("l"),
+        dir.path().join("u"),
+        dir.path().join("w"),
+    );
+    for d in [&lower, &upper, &work] {
+        std::fs::create_dir(d)?;
+    }
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    fsconfig_set_string(&fs, "lowerdir+", lower.as_path())?;
+    fsconfig_set_string(&fs, "upperdir", upper.as_path())?;
+    fsconfig_set_string(&fs, "workdir", work.as_path())?;
+    user_xattrs(&fs)?;
+    fsconfig_create(&fs)?;
+    // Never attached anywhere: dropping the descriptor unmounts it.
+    let _mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    Ok(())
 }
 
 /// Which backend builds use, for messages: `overlay` or `copy`.

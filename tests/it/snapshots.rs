@@ -225,3 +225,122 @@ fn overlay_and_copy_backends_agree() {
         "{mounts}"
     );
 }
+
+/// RUN steps give the same layers with overlay snapshots (the layer read
+/// from the upper directory) and with the copy snapshotter (a full copy
+/// diffed by walking): deletions, a directory replaced, hardlinks, mode
+/// and owner changes, a file turned into a directory, a copy-up that
+/// changes nothing, under SOURCE_DATE_EPOCH.
+#[test]
+fn run_layers_agree_between_backends() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("bin")).expect("ctx");
+    std::fs::copy("/bin/busybox", ctx.join("bin/busybox")).expect("busybox");
+    std::os::unix::fs::symlink("busybox", ctx.join("bin/sh")).expect("sh");
+    std::fs::create_dir_all(ctx.join("tree/dir/sub")).expect("tree");
+    for (p, d) in [
+        ("tree/gone", "g"),
+        ("tree/keep", "k"),
+        ("tree/mode", "m"),
+        ("tree/becomes-dir", "f"),
+        ("tree/dir/old", "o"),
+        ("tree/dir/sub/deep", "d"),
+    ] {
+        std::fs::write(ctx.join(p), d).expect("file");
+    }
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY bin /bin\nCOPY tree /tree\nENV PATH=/bin\n\
+         RUN busybox rm /tree/gone && busybox rm -r /tree/dir && busybox mkdir -p /tree/dir/sub \
+         && echo new > /tree/dir/sub/new && busybox chmod 600 /tree/mode && busybox chown 5:6 /tree/keep\n\
+         RUN busybox rm /tree/becomes-dir && busybox mkdir /tree/becomes-dir && echo in > /tree/becomes-dir/f \
+         && busybox ln /tree/becomes-dir/f /tree/link && busybox mkfifo /tree/fifo\n\
+         RUN busybox cat /tree/keep > /dev/null && busybox chmod 600 /tree/mode\n",
+    )
+    .expect("Dockerfile");
+    let mut images = Vec::new();
+    for backend in ["overlay", "copy"] {
+        let out = tmp.path().join(format!("{backend}.tar"));
+        let mut cmd = Command::new(crate::util::kiln_bin());
+        cmd.args(["build", "-q", "--cache-dir"])
+            .arg(tmp.path().join(format!("store-{backend}")))
+            .arg("-o")
+            .arg(format!("type=oci,dest={}", out.display()))
+            .arg(&ctx)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env_remove("KILN_SNAPSHOTTER");
+        if backend == "copy" {
+            cmd.env("KILN_SNAPSHOTTER", "copy");
+        }
+        let o = cmd.output().expect("kiln");
+        assert!(o.status.success(), "{backend}: {}", stderr(&o));
+        images.push(crate::image::read_oci(&std::fs::read(&out).expect("image")));
+    }
+    for (n, (a, b)) in images[0].layers.iter().zip(&images[1].layers).enumerate() {
+        assert_eq!(listing(a), listing(b), "layer {n}");
+    }
+    assert_eq!(images[0].manifest_digest, images[1].manifest_digest);
+    // The last step changed nothing: its layer is empty.
+    assert!(listing(images[0].layers.last().expect("layer")).is_empty());
+}
+
+/// Unmounts a test's own mount when dropped.
+struct MountGuard(std::path::PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Where overlayfs is refused (here: a store on overlayfs, which cannot
+/// hold an upper directory, as in many CI containers), kiln says so and
+/// builds with copies; RUN steps still work.
+#[test]
+fn refused_overlayfs_falls_back_to_copies() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for d in ["l", "u", "w", "m"] {
+        std::fs::create_dir(tmp.path().join(d)).expect("dir");
+    }
+    let m = tmp.path().join("m");
+    let o = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            tmp.path().join("l").display(),
+            tmp.path().join("u").display(),
+            tmp.path().join("w").display()
+        ))
+        .arg(&m)
+        .output()
+        .expect("mount");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _guard = MountGuard(m.clone());
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("bin")).expect("ctx");
+    std::fs::copy("/bin/busybox", ctx.join("bin/busybox")).expect("busybox");
+    std::os::unix::fs::symlink("busybox", ctx.join("bin/sh")).expect("sh");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY bin /bin\nENV PATH=/bin\nRUN echo hi > /hi\n",
+    )
+    .expect("Dockerfile");
+    let o = Command::new(crate::util::kiln_bin())
+        .args(["build", "--cache-dir"])
+        .arg(m.join("store"))
+        .args(["-o", "type=tar,dest=-"])
+        .arg(&ctx)
+        .env_remove("KILN_SNAPSHOTTER")
+        .output()
+        .expect("kiln");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("overlayfs cannot be used") && stderr(&o).contains("full copies"),
+        "{}",
+        stderr(&o)
+    );
+    let files = crate::image::tar_files(&o.stdout);
+    assert_eq!(String::from_utf8_lossy(&files["hi"]), "hi\n");
+    assert!(!m.join("store/snapshots").exists());
+}
