@@ -37,6 +37,16 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove the stored credentials of a registry.
     Logout(LogoutArgs),
+    /// Remove kiln's store: blobs, snapshots, cache mounts (rootless: from
+    /// inside the user namespace that owns them).
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The store (default: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

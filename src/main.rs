@@ -43,6 +43,7 @@ fn main() {
         Command::Push(args) => cmd::registry::push(args),
         Command::Login(args) => cmd::registry::login(args),
         Command::Logout(args) => cmd::registry::logout(args),
+        Command::Prune(args) => cmd::registry::prune(args),
     };
     let code = match result {
         Ok(code) => code,

@@ -70,15 +70,15 @@ fn user_name(uid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// Whether this invocation is a build (the only command that needs the
-/// namespace).
+/// Whether this invocation needs the namespace: a build, or a prune (of
+/// files owned by subordinate ids).
 fn wants_namespace(args: &[String]) -> bool {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         if a == "--insecure-registry" {
             it.next();
         } else if !a.starts_with('-') {
-            return a == "build";
+            return a == "build" || a == "prune";
         }
     }
     false
@@ -286,6 +286,7 @@ mod tests {
             "r:5000",
             "build"
         ])));
+        assert!(wants_namespace(&v(&["kiln", "prune"])));
         assert!(!wants_namespace(&v(&["kiln", "pull", "x"])));
         assert!(!wants_namespace(&v(&["kiln"])));
     }

@@ -1,7 +1,7 @@
 //! `kiln pull REF` and `kiln push OCI-ARCHIVE REF`.
 
 use super::{exit, Failure};
-use crate::cli::{LoginArgs, LogoutArgs, PullArgs, PushArgs};
+use crate::cli::{LoginArgs, LogoutArgs, PruneArgs, PullArgs, PushArgs};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::io::Read;
@@ -219,5 +219,27 @@ pub fn logout(args: &LogoutArgs) -> Result<i32, Failure> {
     } else {
         eprintln!("Not logged in to {domain}");
     }
+    Ok(0)
+}
+
+/// `kiln prune`: removes the store, once it is clear it is one.
+pub fn prune(args: &PruneArgs) -> Result<i32, Failure> {
+    let root = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::store::default_root);
+    if !root.exists() {
+        eprintln!("nothing to remove: {} does not exist", root.display());
+        return Ok(0);
+    }
+    if !root.join("blobs").is_dir() {
+        return Err(Failure::usage(format!(
+            "{} is not a kiln store (it has no blobs/): not removing it",
+            root.display()
+        )));
+    }
+    std::fs::remove_dir_all(&root)
+        .map_err(|e| failure(anyhow!("cannot remove {}: {e}", root.display())))?;
+    eprintln!("removed {}", root.display());
     Ok(0)
 }

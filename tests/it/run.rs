@@ -537,7 +537,13 @@ fn rootless_user() -> (u32, u32) {
 fn root_and_rootless(
     c: &Ctx,
     (uid, gid): (u32, u32),
-) -> (std::process::Output, Vec<u8>, std::process::Output, Vec<u8>) {
+) -> (
+    std::process::Output,
+    Vec<u8>,
+    std::process::Output,
+    Vec<u8>,
+    tempfile::TempDir,
+) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let work = tmp.path().join("w");
     assert!(std::process::Command::new("cp")
@@ -585,7 +591,7 @@ fn root_and_rootless(
     };
     let (o0, b0) = build(false);
     let (o1, b1) = build(true);
-    (o0, b0, o1, b1)
+    (o0, b0, o1, b1, tmp)
 }
 
 /// Rootless RUN: an unprivileged user with subordinate ids builds in a
@@ -602,7 +608,7 @@ fn rootless_run_matches_root() {
         &[("data/gone", "g\n"), ("data/kept", "k\n")],
     );
     let user = rootless_user();
-    let (o0, b0, o1, b1) = root_and_rootless(&c, user);
+    let (o0, b0, o1, b1, tmp) = root_and_rootless(&c, user);
     assert!(o0.status.success(), "root: {}", stderr(&o0));
     assert!(o1.status.success(), "rootless: {}", stderr(&o1));
     assert!(!stderr(&o1).contains("warning"), "{}", stderr(&o1));
@@ -621,6 +627,24 @@ fn rootless_run_matches_root() {
         layer(&i1, 3)
     );
     assert_eq!(i0.manifest_digest, i1.manifest_digest);
+    // The rootless store holds files of subordinate ids; `kiln prune`
+    // removes it from inside the namespace.
+    let store = tmp.path().join("s1");
+    assert!(store.join("snapshots").is_dir());
+    let o = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", user.0),
+            &format!("--regid={}", user.1),
+            "--clear-groups",
+        ])
+        .arg(crate::util::kiln_bin())
+        .args(["prune", "--cache-dir"])
+        .arg(&store)
+        .env("HOME", tmp.path())
+        .output()
+        .expect("kiln prune");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!store.exists());
 }
 
 /// Without subordinate ids (uid 65534 has none), kiln still runs RUN in a
@@ -629,7 +653,7 @@ fn rootless_run_matches_root() {
 #[test]
 fn rootless_without_subordinate_ids() {
     let c = busybox("RUN echo ok > /ok\n", &[]);
-    let (o0, b0, o1, b1) = root_and_rootless(&c, (65534, 65534));
+    let (o0, b0, o1, b1, _tmp) = root_and_rootless(&c, (65534, 65534));
     assert!(
         o0.status.success() && o1.status.success(),
         "{}",
@@ -642,7 +666,7 @@ fn rootless_without_subordinate_ids() {
     );
     assert_eq!(read_oci(&b0).manifest_digest, read_oci(&b1).manifest_digest);
     let c = busybox("USER 1000\nRUN echo no > /no\n", &[]);
-    let (_, _, o1, _) = root_and_rootless(&c, (65534, 65534));
+    let (_, _, o1, _, _tmp) = root_and_rootless(&c, (65534, 65534));
     assert_eq!(o1.status.code(), Some(3), "{}", stderr(&o1));
     assert!(stderr(&o1).contains("cannot set"), "{}", stderr(&o1));
 }
