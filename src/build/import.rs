@@ -229,7 +229,8 @@ pub fn mount(chain: &[PathBuf], target: &Path) -> Result<()> {
     let empty = target.with_extension("empty");
     fs::create_dir_all(&empty).with_context(|| format!("cannot create {}", empty.display()))?;
     fs::create_dir_all(target).with_context(|| format!("cannot create {}", target.display()))?;
-    crate::snapshot::overlay::mount_chain(chain, &empty, target).with_context(|| {
+    let chain = crate::snapshot::layers::distinct(chain)?;
+    crate::snapshot::overlay::mount_chain(&chain, &empty, target).with_context(|| {
         format!(
             "cannot mount the overlay of {} layers at {} (KILN_SNAPSHOTTER=copy builds by copying instead)",
             chain.len(),

@@ -116,7 +116,7 @@ pub fn run(
         vars.push(format!("HOME={}", who.home));
     }
     let spec = Spec {
-        lowers: state.view.snapshots().unwrap_or_default().to_vec(),
+        lowers: crate::snapshot::layers::distinct(state.view.snapshots().unwrap_or_default())?,
         empty,
         upper: upper.clone(),
         work: work.clone(),

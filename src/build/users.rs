@@ -163,10 +163,13 @@ pub fn exec_user(read: ReadFile, spec: &str) -> Result<ExecUser, String> {
             }
         }
     }
+    // BuildKit's executor gives the process its primary group too.
+    let mut groups = vec![gid];
+    groups.extend(sgids.into_iter().filter(|g| *g != gid));
     Ok(ExecUser {
         uid,
         gid,
-        groups: sgids,
+        groups,
         home,
     })
 }
@@ -185,26 +188,29 @@ mod tests {
             Some("root:x:0:0::/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/sh\n"),
             Some("root:x:0:\nstaff:x:50:www-data\nwww-data:x:33:\nadm:x:4:www-data,root\n"),
         );
-        assert_eq!(resolve_exec_user(&read, "").expect("root"), (0, 0, vec![4]));
+        assert_eq!(
+            resolve_exec_user(&read, "").expect("root"),
+            (0, 0, vec![0, 4])
+        );
         assert_eq!(
             resolve_exec_user(&read, "www-data").expect("named"),
-            (33, 33, vec![50, 4])
+            (33, 33, vec![33, 50, 4])
         );
         assert_eq!(
             resolve_exec_user(&read, "www-data:staff").expect("group"),
-            (33, 50, vec![])
+            (33, 50, vec![50])
         );
         assert_eq!(
             resolve_exec_user(&read, "33").expect("numeric"),
-            (33, 33, vec![50, 4])
+            (33, 33, vec![33, 50, 4])
         );
         assert_eq!(
             resolve_exec_user(&read, "1234:7").expect("unknown"),
-            (1234, 7, vec![])
+            (1234, 7, vec![7])
         );
         assert_eq!(
             resolve_exec_user(&read, "1234").expect("unknown"),
-            (1234, 0, vec![])
+            (1234, 0, vec![0])
         );
         assert!(resolve_exec_user(&read, "nobody").is_err());
         assert!(resolve_exec_user(&read, "root:nogroup").is_err());

@@ -197,19 +197,15 @@ pub fn walk_entries(new: &Path, base: &Path) -> Result<Vec<Entry>, WriteError> {
     with_parents(new, keep)
 }
 
-/// A deletion as containerd's change writer writes it: mode 0, owned by
-/// root, dated when the layer is made (SOURCE_DATE_EPOCH clamps it).
+/// A deletion as BuildKit's layers hold it: mode 0, owned by root, time 0.
 fn whiteout(path: String) -> Entry {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
     Entry {
         path,
         kind: EntryKind::Whiteout,
         mode: 0,
         uid: 0,
         gid: 0,
-        mtime: now,
+        mtime: 0,
         xattrs: BTreeMap::new(),
     }
 }

@@ -103,3 +103,40 @@ impl<R: Read> Read for HashingReader<R> {
         Ok(n)
     }
 }
+
+/// `chain` with no directory twice, as overlayfs requires: a layer that
+/// comes back (the same diffID again, say two identical COPYs) is skipped
+/// when empty, else used through a copy of its snapshot beside it
+/// (`<snapshot>.<n>`), made once.
+pub fn distinct(chain: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut seen = std::collections::HashMap::<&Path, usize>::new();
+    let mut out = Vec::with_capacity(chain.len());
+    for dir in chain {
+        let n = seen.entry(dir.as_path()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            out.push(dir.clone());
+            continue;
+        }
+        let empty = fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_none();
+        if empty {
+            continue;
+        }
+        let alias = PathBuf::from(format!("{}.{}", dir.display(), *n - 1));
+        if !alias.is_dir() {
+            let tmp = PathBuf::from(format!("{}.tmp-{}", alias.display(), std::process::id()));
+            let _ = fs::remove_dir_all(&tmp);
+            crate::snapshot::copy::copy_tree(dir, &tmp)
+                .with_context(|| format!("cannot copy {}", dir.display()))?;
+            if fs::rename(&tmp, &alias).is_err() && !alias.is_dir() {
+                bail!("cannot make {}", alias.display());
+            }
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        out.push(alias);
+    }
+    Ok(out)
+}
