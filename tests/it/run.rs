@@ -102,10 +102,10 @@ fn a_steps_layer_is_what_it_changed() {
             "added-link",
             "fifo",
             "tree/",
-            "tree/.wh.gone",
             "tree/dir/",
-            "tree/dir/.wh.old",
             "tree/dir/new",
+            "tree/dir/.wh.old",
+            "tree/.wh.gone",
         ],
         "{run:#?}"
     );
@@ -154,7 +154,7 @@ fn user_workdir_and_shell_apply() {
     let text = |p: &str| String::from_utf8_lossy(&files[p]).into_owned();
     assert_eq!(
         text("tmp/id"),
-        "uid=1000(app) gid=1000(app) groups=2000(extra)\n"
+        "uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)\n"
     );
     assert_eq!(text("tmp/pwd"), "/work/here\n");
     assert_eq!(text("tmp/home"), "/home/app\n");
