@@ -670,3 +670,92 @@ fn rootless_without_subordinate_ids() {
     assert_eq!(o1.status.code(), Some(3), "{}", stderr(&o1));
     assert!(stderr(&o1).contains("cannot set"), "{}", stderr(&o1));
 }
+
+/// A file past what a tar header's size field holds (an 8 GiB sparse
+/// file a step makes): its size goes into a PAX record, as Go writes it,
+/// and a later step on the image (the layer applied again, holes kept)
+/// sees the same size. The layer is streamed, never held in memory.
+#[test]
+fn files_past_8_gib() {
+    use std::io::Read as _;
+    // 8^11 bytes: one more than the 11 octal digits of a ustar size hold.
+    let size: u64 = 8 << 30;
+    let c = busybox(&format!("RUN busybox truncate -s {size} /big\n"), &[]);
+    let out = c.path("big.tar");
+    let o = c.kiln(&["-q", "-o", &format!("type=oci,dest={}", out.display())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The manifest, then the last layer, streamed.
+    let mut jsons = std::collections::BTreeMap::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(&out).expect("archive"));
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        if e.header().size().expect("size") < 1 << 20 {
+            let mut b = Vec::new();
+            e.read_to_end(&mut b).expect("read");
+            jsons.insert(e.path().expect("path").to_string_lossy().into_owned(), b);
+        }
+    }
+    let blob = |d: &str| format!("blobs/sha256/{}", &d[7..]);
+    let index: serde_json::Value = serde_json::from_slice(&jsons["index.json"]).expect("index");
+    let m: serde_json::Value = serde_json::from_slice(
+        &jsons[&blob(index["manifests"][0]["digest"].as_str().expect("digest"))],
+    )
+    .expect("manifest");
+    let last = blob(
+        m["layers"]
+            .as_array()
+            .and_then(|l| l.last())
+            .and_then(|l| l["digest"].as_str())
+            .expect("layer"),
+    );
+    let mut ar = tar::Archive::new(std::fs::File::open(&out).expect("archive"));
+    let mut found = false;
+    for e in ar.entries().expect("entries") {
+        let e = e.expect("entry");
+        if e.path().expect("path").to_string_lossy() != last {
+            continue;
+        }
+        let mut layer = tar::Archive::new(flate2::read::GzDecoder::new(e));
+        for le in layer.entries().expect("layer entries") {
+            let le = le.expect("layer entry");
+            if le.path().expect("path").to_string_lossy() == "big" {
+                assert_eq!(le.size(), size, "the PAX size");
+                assert_eq!(
+                    le.header().size().expect("ustar size"),
+                    0,
+                    "not in the ustar field"
+                );
+                found = true;
+            }
+        }
+    }
+    assert!(found, "no big file in the last layer");
+    // A step on that image sees the whole file, and the snapshot keeps the
+    // holes.
+    let layout = c.path("layout");
+    std::fs::create_dir_all(&layout).expect("layout");
+    tar::Archive::new(std::fs::File::open(&out).expect("archive"))
+        .unpack(&layout)
+        .expect("unpack");
+    std::fs::remove_file(&out).expect("rm");
+    let d = Ctx::new(
+        &format!("FROM big\nRUN test \"$(busybox stat -c %s /big)\" = {size}\n"),
+        &[],
+    );
+    let ctx_arg = format!("big=oci-layout://{}", layout.display());
+    let o = d.kiln(&["-q", "--build-context", &ctx_arg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let snaps = d.path("store/snapshots/sha256");
+    for s in std::fs::read_dir(&snaps).expect("snapshots").flatten() {
+        let big = s.path().join("big");
+        if let Ok(m) = std::fs::metadata(&big) {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(m.len(), size);
+            assert!(
+                m.blocks() * 512 < 64 << 20,
+                "the holes were filled: {} blocks",
+                m.blocks()
+            );
+        }
+    }
+}
