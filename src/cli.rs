@@ -475,6 +475,7 @@ mod tests {
         assert!(validate_secret("id=x,foo=y").is_err());
         assert!(validate_ssh("default=/run/agent.sock").is_ok());
         assert!(validate_ssh("=x").is_err());
-        assert!(validate_ssh("a=/x,/y").is_err());
+        assert!(validate_ssh("a=/x,/y").is_ok());
+        assert!(validate_ssh("a=/x,").is_err());
     }
 }

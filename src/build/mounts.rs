@@ -62,27 +62,103 @@ fn go_base(p: &str) -> &str {
     p.trim_end_matches('/').rsplit('/').next().unwrap_or(p)
 }
 
-/// Parses `--ssh default|ID=SOCKET`: the agent socket to forward
-/// (`default` alone is `$SSH_AUTH_SOCK`).
-pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf), String> {
-    let (id, path) = match spec.split_once('=') {
-        Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+/// What a `--ssh` id forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshSource {
+    /// A running agent's socket.
+    Socket(PathBuf),
+    /// Private key files, served by an agent kiln starts for the build.
+    Keys(Vec<PathBuf>),
+}
+
+/// Parses `--ssh default|ID=PATH[,PATH...]`, as buildx: `default` alone
+/// is `$SSH_AUTH_SOCK`; a PATH is an agent socket or a private key file.
+pub fn parse_ssh(spec: &str) -> Result<(String, SshSource), String> {
+    let (id, paths) = match spec.split_once('=') {
+        Some((id, p)) => (
+            id.to_string(),
+            p.split(',').map(PathBuf::from).collect::<Vec<_>>(),
+        ),
         None => {
             let sock = std::env::var_os("SSH_AUTH_SOCK")
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| format!("--ssh {spec}: SSH_AUTH_SOCK is not set"))?;
-            (spec.to_string(), PathBuf::from(sock))
+            (spec.to_string(), vec![PathBuf::from(sock)])
         }
     };
     if id.is_empty() {
         return Err(format!("--ssh {spec}: the id is empty"));
     }
-    if path.to_string_lossy().contains(',') {
-        return Err(format!(
-            "--ssh {spec}: kiln forwards one agent socket per id; private key files are not supported yet"
-        ));
+    if paths.iter().any(|p| p.as_os_str().is_empty()) {
+        return Err(format!("--ssh {spec}: a path is empty"));
     }
-    Ok((id, path))
+    let is_socket = |p: &PathBuf| {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
+    };
+    match paths.as_slice() {
+        [one] if is_socket(one) => Ok((id, SshSource::Socket(one.clone()))),
+        many if many.iter().any(is_socket) => Err(format!(
+            "--ssh {spec}: give one agent socket, or key files, not both"
+        )),
+        keys => Ok((id, SshSource::Keys(keys.to_vec()))),
+    }
+}
+
+/// An `ssh-agent` kiln runs for a build's `--ssh` key files; stopped
+/// (by PID) when dropped.
+pub struct Agent {
+    child: std::process::Child,
+    pub socket: PathBuf,
+}
+
+impl Agent {
+    /// Starts OpenSSH's `ssh-agent` on a socket in `dir` and adds `keys`
+    /// (which must not need a passphrase: nothing can ask for it).
+    pub fn start(keys: &[PathBuf], dir: &Path) -> Result<Agent> {
+        let socket = dir.join(format!("ssh-agent-{}.sock", std::process::id()));
+        let child = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start ssh-agent for --ssh key files (OpenSSH's ssh-agent, Debian's openssh-client)")?;
+        crate::cleanup::register_child(child.id());
+        let agent = Agent { child, socket };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !agent.socket.exists() {
+            if std::time::Instant::now() > deadline {
+                bail!("ssh-agent did not start");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let o = std::process::Command::new("ssh-add")
+            .args(keys)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .env("SSH_ASKPASS_REQUIRE", "never")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("cannot run ssh-add")?;
+        if !o.status.success() {
+            bail!(
+                "ssh-add could not load the --ssh keys: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        Ok(agent)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        crate::cleanup::forget_child(self.child.id());
+        let _ = std::fs::remove_file(&self.socket);
+    }
 }
 
 /// What the sandbox needs for a step's mounts.

@@ -156,10 +156,9 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         let (id, source) = build::mounts::parse_secret(spec).map_err(Failure::usage)?;
         secrets.insert(id, source);
     }
-    let mut ssh = std::collections::BTreeMap::new();
+    let mut ssh_sources = Vec::new();
     for spec in &args.ssh {
-        let (id, sock) = build::mounts::parse_ssh(spec).map_err(Failure::usage)?;
-        ssh.insert(id, sock);
+        ssh_sources.push(build::mounts::parse_ssh(spec).map_err(Failure::usage)?);
     }
     let store = Store::open(&store_root).map_err(build_failure)?;
     let work = tempfile::Builder::new()
@@ -174,6 +173,23 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     crate::snapshot::overlay::probe(&store_root.join("tmp"));
     crate::cleanup::install();
     crate::cleanup::register(work.path());
+    // Agent sockets to forward; key files get an ssh-agent of the build's
+    // own, stopped when the build ends.
+    let mut ssh = std::collections::BTreeMap::new();
+    let mut _agents = Vec::new();
+    for (id, source) in ssh_sources {
+        let socket = match source {
+            build::mounts::SshSource::Socket(s) => s,
+            build::mounts::SshSource::Keys(keys) => {
+                let agent = build::mounts::Agent::start(&keys, work.path())
+                    .map_err(|e| build_failure(format!("--ssh {id}: {}", super::chain(&e))))?;
+                let s = agent.socket.clone();
+                _agents.push(agent);
+                s
+            }
+        };
+        ssh.insert(id, socket);
+    }
     // Dropped before `work`: the work directory's mounts go first.
     let _mounts = Unmount;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

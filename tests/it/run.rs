@@ -759,3 +759,84 @@ fn files_past_8_gib() {
         }
     }
 }
+
+/// `--ssh ID=KEYFILE`: kiln runs an ssh-agent of its own holding the key
+/// for the build; the step's SSH_AUTH_SOCK reaches it (OpenSSH's ssh-add,
+/// with its libraries, lists the key inside the step), and the agent is
+/// gone afterwards.
+#[test]
+fn ssh_key_files_get_an_agent() {
+    let c = busybox(
+        "COPY host /host\n\
+         RUN --mount=type=ssh,id=deploy /host/ld.so --library-path /host/lib /host/ssh-add -l > /keys\n",
+        &[],
+    );
+    let key = c.path("id_ed25519");
+    let o = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen (Debian's openssh-client)");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // ssh-add and the shared libraries it needs, copied into the context.
+    let host = c.ctx().join("host");
+    std::fs::create_dir_all(host.join("lib")).expect("host");
+    let ssh_add = std::process::Command::new("sh")
+        .args(["-c", "command -v ssh-add"])
+        .output()
+        .expect("sh");
+    let ssh_add = String::from_utf8_lossy(&ssh_add.stdout).trim().to_string();
+    std::fs::copy(&ssh_add, host.join("ssh-add")).expect("ssh-add");
+    let ldd = std::process::Command::new("ldd")
+        .arg(&ssh_add)
+        .output()
+        .expect("ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(std::path::PathBuf::from);
+        let Some(path) = path else { continue };
+        let name = path.file_name().expect("name").to_os_string();
+        if line.contains("ld-linux") {
+            std::fs::copy(&path, host.join("ld.so")).expect("loader");
+        } else {
+            std::fs::copy(&path, host.join("lib").join(name)).expect("lib");
+        }
+    }
+    let spec = format!("deploy={}", key.display());
+    let o = c.kiln(&["--ssh", &spec, "-o", "type=tar,dest=-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    let keys = String::from_utf8_lossy(&files["keys"]).into_owned();
+    let fp = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen -l");
+    let fingerprint = String::from_utf8_lossy(&fp.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_string();
+    assert!(
+        keys.contains(&fingerprint) && keys.contains("kiln-test"),
+        "{keys}"
+    );
+    // The agent (its socket was in the build's work directory, in the
+    // store) is gone with the build.
+    let store = c.path("store").to_string_lossy().into_owned();
+    let agents = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c).into_owned();
+                    c.starts_with("ssh-agent") && c.contains(&store)
+                })
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(agents, 0);
+}
