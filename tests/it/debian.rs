@@ -1000,3 +1000,36 @@ fn pulled_debian_matches_the_rootfs_and_is_reused_offline() {
     );
     assert_same_tree("offline, -o type=local", &want, &got);
 }
+
+/// RUN on the Debian base with the default network: `apt-get install`
+/// fetches a package from Debian's mirror (the one scripts/test installs
+/// from), `useradd` adds a user, a step runs as that user; the pushed
+/// image runs under a real dockerd.
+#[test]
+fn run_apt_get_install_on_debian() {
+    let (reg, from) = registry_with_debian();
+    let app = Ctx::new(
+        &format!(
+            "FROM {from}\n\
+             RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends hello > /dev/null \
+             && rm -rf /var/lib/apt/lists/*\n\
+             RUN useradd --create-home app\n\
+             USER app\n\
+             RUN hello > /home/app/greeting && id -un >> /home/app/greeting\n\
+             CMD [\"sh\", \"-c\", \"cat /home/app/greeting && hello -g kiln\"]\n"
+        ),
+        &[],
+    );
+    let app_ref = format!("{}/apt:1", reg.addr);
+    let t = Instant::now();
+    let o = app.kiln(&["--push", "-t", &app_ref]);
+    eprintln!(
+        "debian: RUN apt-get install, useradd, as the user, and push: {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = Dockerd::start();
+    d.ok(&["pull", &app_ref]);
+    let out = d.ok(&["run", "--rm", "--network", "host", &app_ref]);
+    assert_eq!(out, "Hello, world!\napp\nkiln\n");
+}
