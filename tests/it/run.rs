@@ -840,3 +840,46 @@ fn ssh_key_files_get_an_agent() {
         .count();
     assert_eq!(agents, 0);
 }
+
+/// `RUN --mount=from=NAME` reads named contexts: a directory, and an
+/// image (an OCI layout), as `--build-context` gives them.
+#[test]
+fn mounts_from_named_contexts() {
+    let img = busybox(
+        "COPY img.txt /img.txt\n",
+        &[("img.txt", "from the image\n")],
+    );
+    let layout = img.path("layout");
+    let built = img.build_oci(&[]);
+    drop(built);
+    std::fs::create_dir_all(&layout).expect("layout");
+    tar::Archive::new(std::fs::File::open(img.path("out.tar")).expect("out.tar"))
+        .unpack(&layout)
+        .expect("unpack");
+    let c = busybox(
+        "RUN --mount=from=dirctx,target=/d busybox cat /d/dir.txt > /from-dir\n\
+         RUN --mount=from=imgctx,source=/img.txt,target=/i.txt busybox cat /i.txt > /from-image\n",
+        &[],
+    );
+    let dir = c.path("dirctx");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("dir.txt"), "from the directory\n").expect("dir.txt");
+    let o = c.kiln(&[
+        "--build-context",
+        &format!("dirctx={}", dir.display()),
+        "--build-context",
+        &format!("imgctx=oci-layout://{}", layout.display()),
+        "-o",
+        "type=tar,dest=-",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    assert_eq!(
+        String::from_utf8_lossy(&files["from-dir"]),
+        "from the directory\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&files["from-image"]),
+        "from the image\n"
+    );
+}
