@@ -82,7 +82,7 @@ pub fn run(
     let resolv = dir.join("resolv.conf");
     let hostname = dir.join("hostname");
     write(&hosts, &crate::exec::hosts_file(HOSTNAME))?;
-    write(&resolv, &crate::exec::resolv_conf()?)?;
+    write(&resolv, &crate::exec::resolv_conf())?;
     write(&hostname, &format!("{HOSTNAME}\n"))?;
 
     let prepared = super::mounts::prepare(mounts, state, opts, store, done, images, &dir)?;

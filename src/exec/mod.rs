@@ -13,7 +13,7 @@
 
 pub mod sandbox;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
@@ -209,20 +209,21 @@ pub fn hosts_file(hostname: &str) -> String {
 /// The host's resolver configuration for steps: systemd-resolved's
 /// upstream file when the host's points at the local stub, as BuildKit
 /// does.
-pub fn resolv_conf() -> Result<String> {
+pub fn resolv_conf() -> String {
     let main = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     if main
         .lines()
         .any(|l| l.trim_start().starts_with("nameserver 127.0.0.53"))
     {
         if let Ok(up) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
-            return Ok(up);
+            return up;
         }
     }
-    if main.is_empty() {
-        bail!("the host has no /etc/resolv.conf");
+    if !main.lines().any(|l| l.trim_start().starts_with("nameserver")) {
+        // No resolver configured: Docker's defaults, as BuildKit uses them.
+        return "nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_string();
     }
-    Ok(main)
+    main
 }
 
 #[cfg(test)]
