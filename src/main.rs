@@ -6,10 +6,10 @@ use kiln::cmd;
 
 fn main() {
     // The sandbox helper of a RUN step: single-threaded, before anything.
-    let mut args = std::env::args();
-    if args.nth(1).as_deref() == Some(kiln::exec::HELPER_ARG) {
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(kiln::exec::HELPER_ARG)) {
         let spec = args.next().unwrap_or_default();
-        kiln::exec::sandbox::main(&spec);
+        kiln::exec::sandbox::main(&spec.to_string_lossy());
     }
     // Before any thread exists: an unprivileged build re-runs itself as
     // root of a user namespace; then, as root, a mount namespace of kiln's

@@ -90,10 +90,13 @@ pub fn maybe_enter() {
     if rustix::process::geteuid().is_root() || std::env::var_os(ENV).is_some() {
         return;
     }
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     if !wants_namespace(&args) {
         return;
     }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     match launch(&args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -105,7 +108,7 @@ pub fn maybe_enter() {
     }
 }
 
-fn launch(args: &[String]) -> Result<i32, String> {
+fn launch(args: &[std::ffi::OsString]) -> Result<i32, String> {
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
     let name = user_name(uid);
@@ -131,11 +134,18 @@ fn launch(args: &[String]) -> Result<i32, String> {
         wait(pid);
         return Err("the user namespace could not be created".into());
     }
-    let mode = match (sub_u, sub_g) {
-        (Some((us, uc)), Some((gs, gc))) if map_ranges(pid, uid, gid, (us, uc), (gs, gc)) => {
-            "mapped"
+    let mapped = match (sub_u, sub_g) {
+        (Some(u), Some(g)) => map_ranges(pid, uid, gid, u, g),
+        _ => Ranges::None,
+    };
+    let mode = match mapped {
+        Ranges::Both => "mapped",
+        Ranges::UidOnly => {
+            drop(to_child);
+            wait(pid);
+            return Err("newuidmap worked but newgidmap did not".into());
         }
-        _ => {
+        Ranges::None => {
             map_single(pid, uid, gid)?;
             eprintln!(
                 "kiln: warning: no subordinate ids for {} in /etc/subuid and /etc/subgid (or no newuidmap): \
@@ -156,7 +166,7 @@ fn launch(args: &[String]) -> Result<i32, String> {
 
 /// The child: unshare, report, wait for the maps, become root, exec.
 fn child(
-    args: &[String],
+    args: &[std::ffi::OsString],
     mut from_parent: std::io::PipeReader,
     mut to_parent: std::io::PipeWriter,
 ) -> ! {
@@ -172,18 +182,26 @@ fn child(
         std::process::exit(125);
     }
     // SAFETY: plain syscalls; ids 0 are mapped now.
-    unsafe {
-        if mode == "mapped" {
-            libc::setgroups(0, std::ptr::null());
-        }
-        libc::setresgid(0, 0, 0);
-        libc::setresuid(0, 0, 0);
+    let ok = unsafe {
+        (mode != "mapped" || libc::setgroups(0, std::ptr::null()) == 0)
+            && libc::setresgid(0, 0, 0) == 0
+            && libc::setresuid(0, 0, 0) == 0
+    };
+    if !ok {
+        eprintln!(
+            "kiln: cannot become root of the user namespace: {}",
+            std::io::Error::last_os_error()
+        );
+        std::process::exit(125);
     }
     std::env::set_var(ENV, &mode);
     let exe = CString::new("/proc/self/exe").unwrap_or_default();
     let argv: Vec<CString> = args
         .iter()
-        .filter_map(|a| CString::new(a.as_bytes()).ok())
+        .filter_map(|a| {
+            use std::os::unix::ffi::OsStrExt;
+            CString::new(a.as_bytes()).ok()
+        })
         .collect();
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
@@ -197,8 +215,16 @@ fn child(
     std::process::exit(125);
 }
 
+/// What [`map_ranges`] managed.
+enum Ranges {
+    Both,
+    /// The uid map is written, the gid map not: the namespace is spoiled.
+    UidOnly,
+    None,
+}
+
 /// `newuidmap PID 0 UID 1 1 START COUNT` and the same for gids.
-fn map_ranges(pid: i32, uid: u32, gid: u32, u: (u32, u32), g: (u32, u32)) -> bool {
+fn map_ranges(pid: i32, uid: u32, gid: u32, u: (u32, u32), g: (u32, u32)) -> Ranges {
     let run = |tool: &str, own: u32, (start, count): (u32, u32)| {
         std::process::Command::new(tool)
             .args([
@@ -213,7 +239,11 @@ fn map_ranges(pid: i32, uid: u32, gid: u32, u: (u32, u32), g: (u32, u32)) -> boo
             .status()
             .is_ok_and(|s| s.success())
     };
-    run("newuidmap", uid, u) && run("newgidmap", gid, g)
+    match (run("newuidmap", uid, u), run("newgidmap", gid, g)) {
+        (true, true) => Ranges::Both,
+        (true, false) => Ranges::UidOnly,
+        _ => Ranges::None,
+    }
 }
 
 /// Maps only the user's own ids, which an unprivileged process may do.

@@ -186,7 +186,7 @@ pub fn run(
     let entries = crate::snapshot::diff::upper_entries(&upper, &lower)
         .context("cannot read the step's changes")?;
     let blob = layer::write_with(entries, opts, store, false)?;
-    let snapshot = commit_snapshot(store, &upper, &blob.diff_id)?;
+    let snapshot = commit_snapshot(store, &upper, &blob.diff_id, &spec.lowers)?;
     let _ = std::fs::remove_dir_all(&work);
     state.view.push_snapshot(snapshot)?;
     Ok((blob, history_text(argv, args)))
@@ -196,12 +196,16 @@ fn write(p: &Path, text: &str) -> Result<()> {
     std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))
 }
 
-/// The paths among `stubs` (relative) that `lower` lacks, each with the
-/// ancestors it lacks too, deepest first.
+/// The paths among `stubs` (relative; resolved inside `lower` as the
+/// sandbox resolves them, symlinks never leaving the root) that `lower`
+/// lacks, each with the ancestors it lacks too, deepest first.
 fn missing_paths(lower: &Path, stubs: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for stub in stubs {
-        let mut p = Path::new(stub);
+        let Ok(stub) = crate::snapshot::resolve_in_root(lower, stub, true) else {
+            continue;
+        };
+        let mut p = Path::new(&stub);
         while std::fs::symlink_metadata(lower.join(p)).is_err() {
             let s = p.to_string_lossy().into_owned();
             if !out.contains(&s) {
@@ -224,6 +228,11 @@ fn missing_paths(lower: &Path, stubs: &[String]) -> Vec<String> {
 /// back.
 fn remove_stubs(upper: &Path, lower: &Path, missing: &[String]) -> Result<()> {
     for stub in missing {
+        // The step may have put a symlink where a parent was: nothing here
+        // may be reached through one.
+        if !real_dirs_to(upper, stub) {
+            continue;
+        }
         let p = upper.join(stub);
         let Ok(m) = std::fs::symlink_metadata(&p) else {
             continue;
@@ -260,6 +269,21 @@ fn remove_stubs(upper: &Path, lower: &Path, missing: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Whether every ancestor of `rel` under `root` is a directory, not a
+/// symlink.
+fn real_dirs_to(root: &Path, rel: &str) -> bool {
+    let mut cur = root.to_path_buf();
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    for c in comps.iter().take(comps.len().saturating_sub(1)) {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 fn ts(secs: i64, nanos: i64) -> rustix::fs::Timespec {
     rustix::fs::Timespec {
         tv_sec: secs,
@@ -267,12 +291,25 @@ fn ts(secs: i64, nanos: i64) -> rustix::fs::Timespec {
     }
 }
 
-/// Moves a step's upper directory into the store as the snapshot of
-/// `diff_id` (another build's identical snapshot is as good).
-fn commit_snapshot(store: &Store, upper: &Path, diff_id: &str) -> Result<PathBuf> {
-    let dir = store.root().join("snapshots/sha256");
+/// Moves a step's upper directory into the store as its snapshot. The
+/// upper holds more than the layer (copies-up that changed nothing,
+/// whiteouts of what the base never had), which is right only over the
+/// same lower layers: it is keyed by them and the diffID together, never
+/// served as the plain snapshot of the diffID.
+fn commit_snapshot(
+    store: &Store,
+    upper: &Path,
+    diff_id: &str,
+    lowers: &[PathBuf],
+) -> Result<PathBuf> {
+    let dir = store.root().join("snapshots/stacked");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let dest = dir.join(digest_hex(diff_id)?);
+    let mut key = format!("{}\n", digest_hex(diff_id)?);
+    for l in lowers {
+        key.push_str(&l.to_string_lossy());
+        key.push('\n');
+    }
+    let dest = dir.join(crate::layer::compress::sha256_hex(key.as_bytes()));
     if dest.is_dir() {
         let _ = std::fs::remove_dir_all(upper);
         return Ok(dest);

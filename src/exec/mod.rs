@@ -16,7 +16,7 @@ pub mod sandbox;
 use anyhow::{anyhow, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read as _, Write};
 use std::path::{Path, PathBuf};
 
 /// The argument that makes kiln the sandbox helper.
@@ -136,16 +136,24 @@ pub fn run(
             .iter()
             .map(|s| base64::engine::general_purpose::STANDARD.encode(s))
             .collect();
-        let payload = serde_json::to_vec(&encoded).context("cannot encode the secrets")?;
-        stdin
-            .write_all(&payload)
-            .context("cannot pass the secrets to the sandbox helper")?;
+        let sent = serde_json::to_vec(&encoded)
+            .map_err(anyhow::Error::from)
+            .and_then(|p| stdin.write_all(&p).map_err(anyhow::Error::from));
+        if let Err(e) = sent {
+            let _ = child.kill();
+            let _ = child.wait();
+            crate::cleanup::forget_child(child.id());
+            return Err(e).context("cannot pass the secrets to the sandbox helper");
+        }
     }
     let mut tail: VecDeque<String> = VecDeque::new();
-    let mut lines = std::io::BufReader::new(reader);
+    // Lines are cut at 64 KiB: output without newlines must not grow
+    // without bound.
+    let mut lines = std::io::BufReader::new(reader).take(u64::MAX);
     let mut buf = Vec::new();
     loop {
         buf.clear();
+        lines.set_limit(64 << 10);
         match lines.read_until(b'\n', &mut buf) {
             Ok(0) => break,
             Ok(_) => {
@@ -219,7 +227,10 @@ pub fn resolv_conf() -> String {
             return up;
         }
     }
-    if !main.lines().any(|l| l.trim_start().starts_with("nameserver")) {
+    if !main
+        .lines()
+        .any(|l| l.trim_start().starts_with("nameserver"))
+    {
         // No resolver configured: Docker's defaults, as BuildKit uses them.
         return "nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_string();
     }

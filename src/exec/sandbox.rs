@@ -192,24 +192,29 @@ fn setup(spec: &Spec, secrets: &[Vec<u8>]) -> Result<(), String> {
     }
     // The mount points the parent checked for; what it had to create it
     // removes from the layer afterwards.
-    for dir in ["proc", "dev", "sys"] {
-        ensure_dir(&root.join(dir))?;
+    let (proc_dir, dev_dir, sys_dir) = (
+        in_root(root, "proc")?,
+        in_root(root, "dev")?,
+        in_root(root, "sys")?,
+    );
+    for dir in [&proc_dir, &dev_dir, &sys_dir] {
+        ensure_dir(dir)?;
     }
     rustix::mount::mount(
         "proc",
-        root.join("proc"),
+        &proc_dir,
         "proc",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         None,
     )
     .map_err(|e| format!("cannot mount /proc: {e}"))?;
-    setup_dev(spec)?;
+    setup_dev(spec, &dev_dir)?;
     if spec.isolate_network {
         // A sysfs of the step's own network namespace (only `lo`), and
         // that interface up, as runc does.
         rustix::mount::mount(
             "sysfs",
-            root.join("sys"),
+            &sys_dir,
             "sysfs",
             MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             None,
@@ -217,10 +222,10 @@ fn setup(spec: &Spec, secrets: &[Vec<u8>]) -> Result<(), String> {
         .map_err(|e| format!("cannot mount /sys: {e}"))?;
         loopback_up().map_err(|e| format!("cannot bring up lo: {e}"))?;
     } else {
-        bind(Path::new("/sys"), &root.join("sys"), true, true).map_err(|e| format!("/sys: {e}"))?;
+        bind(Path::new("/sys"), &sys_dir, true, true).map_err(|e| format!("/sys: {e}"))?;
     }
     for (target, host) in &spec.binds {
-        let dest = root.join(target.trim_start_matches('/'));
+        let dest = in_root(root, target)?;
         if let Some(parent) = dest.parent() {
             ensure_dir(parent)?;
         }
@@ -229,14 +234,15 @@ fn setup(spec: &Spec, secrets: &[Vec<u8>]) -> Result<(), String> {
         }
         bind(host, &dest, false, false).map_err(|e| format!("{target}: {e}"))?;
     }
-    let cwd = root.join(spec.cwd.trim_start_matches('/'));
-    ensure_dir(&cwd)?;
+    ensure_dir(&in_root(root, &spec.cwd)?)?;
     for m in &spec.mounts {
         user_mount(spec, m, secrets)?;
     }
+    confine_proc_and_sys(&proc_dir, &sys_dir);
     pivot(root)?;
     std::env::set_current_dir(&spec.cwd)
         .map_err(|e| format!("cannot change to the working directory {}: {e}", spec.cwd))?;
+    drop_bounding_capabilities()?;
     // SAFETY: plain syscalls with valid buffers.
     unsafe {
         let name = spec.hostname.as_bytes();
@@ -269,7 +275,177 @@ fn setup(spec: &Spec, secrets: &[Vec<u8>]) -> Result<(), String> {
             ));
         }
     }
+    limit_capabilities()?;
     Ok(())
+}
+
+/// Docker's default capabilities: what a step may keep.
+const DEFAULT_CAPS: [u32; 14] = [
+    0,  // CHOWN
+    1,  // DAC_OVERRIDE
+    3,  // FOWNER
+    4,  // FSETID
+    5,  // KILL
+    6,  // SETGID
+    7,  // SETUID
+    8,  // SETPCAP
+    10, // NET_BIND_SERVICE
+    13, // NET_RAW
+    18, // SYS_CHROOT
+    27, // MKNOD
+    29, // AUDIT_WRITE
+    31, // SETFCAP
+];
+
+/// Takes every other capability out of the bounding set, for good (as
+/// runc does with Docker's defaults); needs CAP_SETPCAP, so before the
+/// user changes.
+fn drop_bounding_capabilities() -> Result<(), String> {
+    for cap in 0..64u32 {
+        if DEFAULT_CAPS.contains(&cap) {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments; EINVAL past the last
+        // capability the kernel knows ends the loop.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(format!("cannot drop capability {cap}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Limits the effective, permitted and inheritable capabilities to the
+/// defaults (they matter for root; another user has none left).
+fn limit_capabilities() -> Result<(), String> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut mask: u64 = 0;
+    for c in DEFAULT_CAPS {
+        mask |= 1 << c;
+    }
+    let lo = (mask & 0xffff_ffff) as u32;
+    let hi = (mask >> 32) as u32;
+    let mut header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget/capset with the v3 header and two data words.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        ) != 0
+        {
+            return Err(format!("capget: {}", std::io::Error::last_os_error()));
+        }
+        for (d, m) in data.iter_mut().zip([lo, hi]) {
+            d.effective &= m;
+            d.permitted &= m;
+            d.inheritable &= m;
+        }
+        if libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) != 0 {
+            return Err(format!("capset: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// runc's default confinement of /proc and /sys: kernel tunables and
+/// triggers read-only, information leaks masked, /sys read-only all the
+/// way down. Paths the kernel lacks are skipped.
+fn confine_proc_and_sys(proc_dir: &Path, sys_dir: &Path) {
+    for ro in ["bus", "fs", "irq", "sys", "sysrq-trigger"] {
+        let p = proc_dir.join(ro);
+        if p.exists() && bind(&p, &p, true, false).is_ok() {
+            let _ = read_only_recursive(&p);
+        }
+    }
+    for masked in [
+        "asound",
+        "acpi",
+        "kcore",
+        "keys",
+        "latency_stats",
+        "timer_list",
+        "timer_stats",
+        "sched_debug",
+        "scsi",
+    ] {
+        let p = proc_dir.join(masked);
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                let _ = rustix::mount::mount("tmpfs", &p, "tmpfs", MountFlags::RDONLY, None);
+            }
+            Ok(_) => {
+                let _ = bind(Path::new("/dev/null"), &p, false, false);
+            }
+            Err(_) => {}
+        }
+    }
+    let _ = read_only_recursive(sys_dir);
+}
+
+/// `mount_setattr(path, AT_RECURSIVE, MOUNT_ATTR_RDONLY)`.
+fn read_only_recursive(p: &Path) -> std::io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let path = CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let attr = MountAttr {
+        attr_set: 0x1, // MOUNT_ATTR_RDONLY
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid path and attribute struct of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Where `rel` is under `root`, every symlink followed inside the root
+/// (an image's `/var/run -> /run` stays in the image, never the host's).
+fn in_root(root: &Path, rel: &str) -> Result<std::path::PathBuf, String> {
+    let r = crate::snapshot::resolve_in_root(root, rel, true)
+        .map_err(|e| format!("cannot resolve {rel} in the step's root: {e}"))?;
+    Ok(crate::snapshot::host_path(root, &r))
 }
 
 /// Creates `target` (a file, or a directory) unless it exists.
@@ -289,7 +465,7 @@ fn ensure_target(target: &Path, dir: bool) -> Result<(), String> {
 /// One `RUN --mount`, under the root (before the pivot).
 fn user_mount(spec: &Spec, m: &super::MountSpec, secrets: &[Vec<u8>]) -> Result<(), String> {
     use super::MountSpec;
-    let at = |t: &str| spec.rootfs.join(t.trim_start_matches('/'));
+    let at = |t: &str| in_root(&spec.rootfs, t);
     match m {
         MountSpec::Bind {
             source,
@@ -298,17 +474,24 @@ fn user_mount(spec: &Spec, m: &super::MountSpec, secrets: &[Vec<u8>]) -> Result<
             scratch,
         } => {
             let dir = source.is_dir();
-            let dest = at(target);
+            let dest = at(target)?;
             ensure_target(&dest, dir)?;
             match scratch {
                 Some(scratch) if dir && !readonly => {
                     throwaway_overlay(source, scratch, &dest).map_err(|e| format!("{target}: {e}"))
                 }
+                Some(scratch) if !readonly => {
+                    // A writable file: a copy, thrown away with the step.
+                    std::fs::create_dir_all(scratch).map_err(|e| format!("{target}: {e}"))?;
+                    let copy = scratch.join("file");
+                    std::fs::copy(source, &copy).map_err(|e| format!("{target}: {e}"))?;
+                    bind(&copy, &dest, false, false).map_err(|e| format!("{target}: {e}"))
+                }
                 _ => bind(source, &dest, false, *readonly).map_err(|e| format!("{target}: {e}")),
             }
         }
         MountSpec::Tmpfs { target, size } => {
-            let dest = at(target);
+            let dest = at(target)?;
             ensure_target(&dest, true)?;
             let opts = match size {
                 Some(n) => format!("mode=1777,size={n}"),
@@ -357,7 +540,7 @@ fn user_mount(spec: &Spec, m: &super::MountSpec, secrets: &[Vec<u8>]) -> Result<
             .map_err(|e| format!("cannot chown the secret for {target}: {e}"))?;
             rustix::fs::chmod(&file, rustix::fs::Mode::from_raw_mode(*mode))
                 .map_err(|e| format!("cannot chmod the secret for {target}: {e}"))?;
-            let dest = at(target);
+            let dest = at(target)?;
             ensure_target(&dest, false)?;
             bind(&file, &dest, false, true).map_err(|e| format!("{target}: {e}"))
         }
@@ -501,8 +684,8 @@ fn bind(src: &Path, dest: &Path, recursive: bool, readonly: bool) -> rustix::io:
 
 /// A tmpfs `/dev` with the usual devices, `pts`, `shm`, the fd links and
 /// the step's `/dev/pipes` files.
-fn setup_dev(spec: &Spec) -> Result<(), String> {
-    let dev = spec.rootfs.join("dev");
+fn setup_dev(spec: &Spec, dev: &Path) -> Result<(), String> {
+    let dev = dev.to_path_buf();
     let cstr = |s: &str| CString::new(s).map_err(|e| e.to_string());
     rustix::mount::mount(
         "tmpfs",
@@ -579,10 +762,13 @@ fn setup_dev(spec: &Spec) -> Result<(), String> {
             .map_err(|e| format!("cannot create /dev/{link}: {e}"))?;
     }
     for (path, content, mode) in &spec.dev_files {
-        let rel = path
-            .strip_prefix("/dev/")
-            .ok_or_else(|| format!("{path} is not under /dev"))?;
-        let p = dev.join(rel);
+        // Only a plain name under /dev/pipes: nothing may climb out of the
+        // tmpfs.
+        let name = path
+            .strip_prefix("/dev/pipes/")
+            .filter(|n| !n.is_empty() && !n.contains('/') && *n != "." && *n != "..")
+            .ok_or_else(|| format!("{path:?} is not a file name under /dev/pipes"))?;
+        let p = dev.join("pipes").join(name);
         std::fs::write(&p, content).map_err(|e| format!("cannot write {path}: {e}"))?;
         rustix::fs::chmod(&p, rustix::fs::Mode::from_raw_mode(*mode))
             .map_err(|e| format!("cannot set the mode of {path}: {e}"))?;

@@ -336,6 +336,17 @@ impl StageCtx<'_> {
                     // stripping) for the shebang.
                     let body = first.body();
                     if first.content.starts_with("#!") {
+                        // The name becomes a file name: nothing that could
+                        // name another place.
+                        if first.name.contains('/') || first.name == "." || first.name == ".." {
+                            return Err(error_at(
+                                pos,
+                                format!(
+                                    "heredoc name {:?} cannot name a script file (no '/', '.' or '..')",
+                                    first.name
+                                ),
+                            ));
+                        }
                         let path = format!("/dev/pipes/{}", first.name);
                         files.push(RunFile {
                             path: path.clone(),
@@ -419,9 +430,14 @@ impl StageCtx<'_> {
                 }
                 _ => {}
             }
-            // Secret and ssh targets are used as given; the others are
-            // taken against WORKDIR and may not cover `/`.
-            if !matches!(parsed.kind, MountType::Secret | MountType::Ssh) {
+            // Secret and ssh targets are absolute, cleaned (no `..` can
+            // climb above the root); the others are taken against WORKDIR
+            // and may not cover `/`.
+            if matches!(parsed.kind, MountType::Secret | MountType::Ssh) {
+                if let Some(t) = &parsed.target {
+                    parsed.target = Some(resolve_path("/", t, false));
+                }
+            } else {
                 let t = parsed.target.clone().unwrap_or_default();
                 let abs = resolve_path(&self.sc.workdir, &t, false);
                 if abs == "/" {

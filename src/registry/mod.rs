@@ -98,7 +98,9 @@ impl Reference {
         } else {
             host.split(':').next().unwrap_or(host)
         };
-        h == "localhost" || h.starts_with("127.") || h == "::1"
+        h == "localhost"
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     /// The registry's base URL as kiln first tries it: plain HTTP for
@@ -353,7 +355,13 @@ impl Client {
         body: &Body,
     ) -> Result<reqwest::blocking::RequestBuilder> {
         let mut req = self.http.request(method.clone(), url);
-        if method == reqwest::Method::GET || method == reqwest::Method::HEAD {
+        // reqwest's timeout covers the whole response, body included: a
+        // blob download gets an hour (dead peers end sooner, through TCP
+        // keepalives), everything else a minute.
+        let blob_get = method == reqwest::Method::GET && url.contains("/blobs/sha256:");
+        if blob_get {
+            req = req.timeout(BLOB_GET);
+        } else if method == reqwest::Method::GET || method == reqwest::Method::HEAD {
             req = req.timeout(IDLE);
         }
         for (k, v) in headers {
@@ -824,9 +832,11 @@ fn chain_mentions(e: &reqwest::Error, words: &[&str]) -> bool {
     false
 }
 
-/// How long a GET or HEAD waits for an answer, or for the next bytes of
-/// a download.
+/// How long a GET (but a blob's) or HEAD may take, body included.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long a blob download may take.
+const BLOB_GET: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Attempts per request: connection failures, timeouts, HTTP 429 and 5xx
 /// are tried again after a pause (0.2 s, 0.8 s, then 3.2 s).
@@ -913,6 +923,12 @@ mod tests {
         assert_eq!(
             Reference::parse("example.com/x").expect("ok").base_url(),
             "https://example.com"
+        );
+        assert_eq!(
+            Reference::parse("127.example.com/x")
+                .expect("ok")
+                .base_url(),
+            "https://127.example.com"
         );
         let d = format!("sha256:{}", "a".repeat(64));
         let r = Reference::parse(&format!("ghcr.io/o/x:2@{d}")).expect("ok");

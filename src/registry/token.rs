@@ -178,7 +178,7 @@ fn fetch(
         .get("expires_in")
         .and_then(|e| e.as_u64())
         .unwrap_or(60)
-        .max(1);
+        .clamp(1, 24 * 3600);
     // Renew a little early, so a token does not expire in flight.
     let lifetime = Duration::from_secs(secs).saturating_sub(Duration::from_secs(secs.min(30) / 3));
     Ok((token.to_string(), lifetime))

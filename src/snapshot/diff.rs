@@ -39,6 +39,29 @@ fn capability(p: &Path) -> Option<Vec<u8>> {
         .map(|n| buf[..n].to_vec())
 }
 
+/// `rel`'s metadata in `base`, its own (a symlink is not followed) and
+/// reached only through real directories: an image's `/var/run -> /run`
+/// must not lead to the host's `/run`.
+fn base_stat(base: &Path, rel: &str) -> Option<std::fs::Metadata> {
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    let mut cur = base.to_path_buf();
+    for (i, c) in comps.iter().enumerate() {
+        cur.push(c);
+        let m = std::fs::symlink_metadata(&cur).ok()?;
+        if i + 1 < comps.len() && !m.is_dir() {
+            return None;
+        }
+        if i + 1 == comps.len() {
+            return Some(m);
+        }
+    }
+    None
+}
+
+fn base_is_dir(base: &Path, rel: &str) -> bool {
+    base_stat(base, rel).is_some_and(|m| m.is_dir())
+}
+
 /// continuity's `sameFile`: the same entry, or a copy-up that changed
 /// nothing.
 fn same_dirent(base: &Path, upper: &Path) -> bool {
@@ -102,7 +125,7 @@ fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
 /// The layer entries of `upper` (a step's overlay upper directory) over
 /// `base` (the step's root before it ran, mounted).
 pub fn upper_entries(upper: &Path, base: &Path) -> Result<Vec<Entry>, WriteError> {
-    let exists = |rel: &str| std::fs::symlink_metadata(base.join(rel)).is_ok();
+    let exists = |rel: &str| base_stat(base, rel).is_some();
     let all = entries_from_dir(upper, "")?;
     let mut keep: BTreeMap<String, Entry> = BTreeMap::new();
     // Opaque directories the base has: what the base had under them and
@@ -122,7 +145,7 @@ pub fn upper_entries(upper: &Path, base: &Path) -> Result<Vec<Entry>, WriteError
             }
             // (A directory made where the base had a file is opaque too;
             // it replaces the file, and there is nothing under it to lose.)
-            EntryKind::Dir if base.join(&path).is_dir() && is_opaque(&up) => {
+            EntryKind::Dir if base_is_dir(base, &path) && is_opaque(&up) => {
                 opaque.push(path.clone())
             }
             _ => {}
@@ -181,7 +204,7 @@ pub fn walk_entries(new: &Path, base: &Path) -> Result<Vec<Entry>, WriteError> {
     for mut e in entries_from_dir(new, "")? {
         e.xattrs.retain(|k, _| !overlay_xattr(k));
         let b = base.join(&e.path);
-        if std::fs::symlink_metadata(&b).is_ok() && same_dirent(&b, &new.join(&e.path)) {
+        if base_stat(base, &e.path).is_some() && same_dirent(&b, &new.join(&e.path)) {
             continue;
         }
         keep.insert(e.path.clone(), e);
@@ -212,6 +235,9 @@ fn whiteout(path: String) -> Entry {
 
 /// The top-most paths under `dir` that `base` has and `upper` lacks.
 fn gone_under(base: &Path, upper: &Path, dir: &str, out: &mut Vec<String>) -> std::io::Result<()> {
+    if !dir.is_empty() && !base_is_dir(base, dir) {
+        return Ok(());
+    }
     let mut names: Vec<_> = std::fs::read_dir(base.join(dir))?
         .flatten()
         .map(|e| e.file_name())
@@ -225,7 +251,7 @@ fn gone_under(base: &Path, upper: &Path, dir: &str, out: &mut Vec<String>) -> st
         };
         match std::fs::symlink_metadata(upper.join(&rel)) {
             Err(_) => out.push(rel),
-            Ok(m) if m.is_dir() && base.join(&rel).is_dir() => gone_under(base, upper, &rel, out)?,
+            Ok(m) if m.is_dir() && base_is_dir(base, &rel) => gone_under(base, upper, &rel, out)?,
             Ok(_) => {}
         }
     }
