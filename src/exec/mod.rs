@@ -123,6 +123,7 @@ pub fn run(
     let mut child = std::process::Command::new("/proc/self/exe")
         .arg(HELPER_ARG)
         .arg(spec_path)
+        .env("KILN_PARENT_PID", std::process::id().to_string())
         .stdin(std::process::Stdio::piped())
         .stdout(writer)
         .stderr(writer2)

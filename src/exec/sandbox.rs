@@ -27,9 +27,17 @@ pub fn main(spec_path: &str) -> ! {
         Ok(s) => s,
         Err(e) => fail(&spec, "cannot read the secrets", e),
     };
-    // Die with kiln.
-    // SAFETY: prctl with integer arguments.
+    // Die with kiln (and if kiln died already, before the prctl took
+    // effect, now: an orphan's parent is init or a subreaper, not kiln).
+    let kiln = std::env::var("KILN_PARENT_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
+    // SAFETY: prctl with integer arguments; getppid cannot fail.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if kiln.is_some_and(|k| k != unsafe { libc::getppid() }) {
+        std::process::exit(125);
+    }
+
     // The mount namespace is PID 1's alone (unshared after the fork):
     // pivot_root moves every process of a mount namespace into the new
     // root, and the helper must keep the host's.
