@@ -688,13 +688,17 @@ fn check_error_and_the_build_arg_override() {
     assert!(p.warnings.is_empty());
 }
 
+/// Secret and ssh targets are not taken against WORKDIR (as in BuildKit,
+/// where a relative one is relative to the root); kiln makes them absolute
+/// and clean, so that no `..` climbs out of the root.
 #[test]
-fn secret_and_ssh_targets_are_used_as_given() {
-    let p = plan("FROM alpine\nWORKDIR /w\nRUN --mount=type=secret,id=a/b --mount=type=secret,id=t,target=rel --mount=type=ssh,target=/ true\n");
+fn secret_and_ssh_targets_are_rooted_not_workdir_relative() {
+    let p = plan("FROM alpine\nWORKDIR /w\nRUN --mount=type=secret,id=a/b --mount=type=secret,id=t,target=rel --mount=type=ssh,target=/ --mount=type=secret,id=u,target=../../etc/x true\n");
     let Op::Run { mounts, .. } = &p.stages[0].steps[1].op else {
         panic!("run")
     };
     assert_eq!(mounts[0].mount.target.as_deref(), Some("/run/secrets/b"));
-    assert_eq!(mounts[1].mount.target.as_deref(), Some("rel"));
+    assert_eq!(mounts[1].mount.target.as_deref(), Some("/rel"));
     assert_eq!(mounts[2].mount.target.as_deref(), Some("/"));
+    assert_eq!(mounts[3].mount.target.as_deref(), Some("/etc/x"));
 }
