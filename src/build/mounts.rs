@@ -328,6 +328,18 @@ fn filtered_context(opts: &BuildOptions, at: &Path) -> Result<PathBuf> {
     if opts.ignore.is_empty() {
         return Ok(opts.context.clone());
     }
+    if !crate::snapshot::overlay::enabled() {
+        // No overlayfs: a copy of what the context keeps.
+        let kept = crate::context::ignore::walk(&opts.context, "", &opts.ignore)
+            .with_context(|| format!("cannot read {}", opts.context.display()))?;
+        crate::snapshot::copy::copy_paths(
+            &opts.context,
+            kept.iter().map(|e| e.rel_path.as_str()),
+            at,
+        )
+        .with_context(|| format!("cannot copy {}", opts.context.display()))?;
+        return Ok(at.to_path_buf());
+    }
     let hide = at.with_extension("hide");
     std::fs::create_dir_all(&hide).with_context(|| format!("cannot create {}", hide.display()))?;
     let ctx = &opts.context;

@@ -485,8 +485,15 @@ fn user_mount(spec: &Spec, m: &super::MountSpec, secrets: &[Vec<u8>]) -> Result<
             let dest = at(target)?;
             ensure_target(&dest, dir)?;
             match scratch {
-                Some(scratch) if dir && !readonly => {
+                Some(scratch) if dir && !readonly && spec.overlay => {
                     throwaway_overlay(source, scratch, &dest).map_err(|e| format!("{target}: {e}"))
+                }
+                Some(scratch) if dir && !readonly => {
+                    // No overlayfs: a throwaway copy.
+                    let copy = scratch.join("tree");
+                    crate::snapshot::copy::copy_tree(source, &copy)
+                        .map_err(|e| format!("{target}: {e}"))?;
+                    bind(&copy, &dest, true, false).map_err(|e| format!("{target}: {e}"))
                 }
                 Some(scratch) if !readonly => {
                     // A writable file: a copy, thrown away with the step.

@@ -71,6 +71,45 @@ pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Copies the entries `rels` of `from` (relative paths, each directory
+/// before what it holds) into `to`, with their metadata: a chosen part of
+/// a tree (the build context as `.dockerignore` leaves it).
+pub fn copy_paths<'a>(
+    from: &Path,
+    rels: impl IntoIterator<Item = &'a str>,
+    to: &Path,
+) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    let mut dirs = Vec::new();
+    for rel in rels {
+        let src = from.join(rel);
+        let dest = to.join(rel);
+        let md = std::fs::symlink_metadata(&src)?;
+        let ft = md.file_type();
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if ft.is_dir() {
+            std::fs::create_dir_all(&dest)?;
+            dirs.push((dest, md, src));
+            continue;
+        }
+        if ft.is_file() {
+            copy_file(&src, &dest)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dest)?;
+        } else {
+            // Devices, FIFOs and sockets have no place in a context view.
+            continue;
+        }
+        finish(&src, &dest, &md)?;
+    }
+    for (dest, md, src) in dirs.iter().rev() {
+        finish(src, dest, md)?;
+    }
+    Ok(())
+}
+
 /// Reflinks `from` to `to` when the filesystem allows, else copies.
 fn copy_file(from: &Path, to: &Path) -> io::Result<()> {
     let src = std::fs::File::open(from)?;

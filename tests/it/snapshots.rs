@@ -323,9 +323,16 @@ fn refused_overlayfs_falls_back_to_copies() {
     std::os::unix::fs::symlink("busybox", ctx.join("bin/sh")).expect("sh");
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY bin /bin\nENV PATH=/bin\nRUN echo hi > /hi\n",
+        "FROM scratch AS other\nCOPY data.txt /sub/data.txt\n\
+         FROM scratch\nCOPY bin /bin\nENV PATH=/bin\nRUN echo hi > /hi\n\
+         RUN --mount=target=/ctx busybox ls /ctx > /ctx-list\n\
+         RUN --mount=type=bind,from=other,target=/w,rw echo x > /w/sub/data.txt && busybox cat /w/sub/data.txt > /rw\n\
+         RUN --mount=type=bind,from=other,target=/w busybox cat /w/sub/data.txt > /after\n",
     )
     .expect("Dockerfile");
+    std::fs::write(ctx.join("data.txt"), "data\n").expect("data");
+    std::fs::write(ctx.join("hidden.txt"), "hidden\n").expect("hidden");
+    std::fs::write(ctx.join(".dockerignore"), "hidden.txt\n").expect("ignore");
     let o = Command::new(crate::util::kiln_bin())
         .args(["build", "--cache-dir"])
         .arg(m.join("store"))
@@ -342,5 +349,11 @@ fn refused_overlayfs_falls_back_to_copies() {
     );
     let files = crate::image::tar_files(&o.stdout);
     assert_eq!(String::from_utf8_lossy(&files["hi"]), "hi\n");
+    // Without overlayfs, bind mounts still see the context as
+    // .dockerignore leaves it, and rw binds still lose their writes.
+    let listed = String::from_utf8_lossy(&files["ctx-list"]).into_owned();
+    assert!(listed.contains("data.txt") && !listed.contains("hidden.txt"), "{listed}");
+    assert_eq!(String::from_utf8_lossy(&files["rw"]), "x\n");
+    assert_eq!(String::from_utf8_lossy(&files["after"]), "data\n");
     assert!(!m.join("store/snapshots").exists());
 }
