@@ -352,7 +352,10 @@ fn refused_overlayfs_falls_back_to_copies() {
     // Without overlayfs, bind mounts still see the context as
     // .dockerignore leaves it, and rw binds still lose their writes.
     let listed = String::from_utf8_lossy(&files["ctx-list"]).into_owned();
-    assert!(listed.contains("data.txt") && !listed.contains("hidden.txt"), "{listed}");
+    assert!(
+        listed.contains("data.txt") && !listed.contains("hidden.txt"),
+        "{listed}"
+    );
     assert_eq!(String::from_utf8_lossy(&files["rw"]), "x\n");
     assert_eq!(String::from_utf8_lossy(&files["after"]), "data\n");
     assert!(!m.join("store/snapshots").exists());
