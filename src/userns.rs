@@ -160,7 +160,8 @@ fn launch(args: &[std::ffi::OsString]) -> Result<i32, String> {
         .write_all(mode.as_bytes())
         .map_err(|e| e.to_string())?;
     drop(to_child);
-    forward_signals(pid);
+    // SIGINT and SIGTERM go to the kiln in the namespace, which cleans up.
+    crate::exec::forward_signals(pid, None);
     Ok(wait(pid))
 }
 
@@ -257,42 +258,12 @@ fn map_single(pid: i32, uid: u32, gid: u32) -> Result<(), String> {
     write("gid_map", &format!("0 {gid} 1\n"))
 }
 
-static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-extern "C" fn pass_on(sig: libc::c_int) {
-    let pid = CHILD.load(std::sync::atomic::Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
-/// SIGINT and SIGTERM go to the kiln in the namespace, which cleans up.
-fn forward_signals(pid: i32) {
-    CHILD.store(pid, std::sync::atomic::Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: a handler that only calls kill.
-        unsafe { libc::signal(sig, pass_on as *const () as libc::sighandler_t) };
-    }
-}
-
 /// Waits for `pid`; its exit code, or 128 + the signal that ended it.
 fn wait(pid: i32) -> i32 {
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return 125;
-        }
-    }
-    if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        libc::WEXITSTATUS(status)
+    match crate::exec::wait_status(pid) {
+        Ok(s) if libc::WIFSIGNALED(s) => 128 + libc::WTERMSIG(s),
+        Ok(s) => libc::WEXITSTATUS(s),
+        Err(_) => 125,
     }
 }
 

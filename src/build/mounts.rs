@@ -176,7 +176,6 @@ pub struct Prepared {
 }
 
 /// Resolves a step's mounts; `dir` is the step's work directory.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn prepare(
     mounts: &[PlannedMount],
     state: &StageState,
@@ -186,13 +185,21 @@ pub(super) fn prepare(
     images: &mut import::Images,
     dir: &Path,
 ) -> Result<Prepared> {
+    let mut src = Sources {
+        state,
+        opts,
+        store,
+        done,
+        images,
+        dir,
+    };
     let mut p = Prepared::default();
     for (n, pm) in mounts.iter().enumerate() {
         let m = &pm.mount;
         let target = m.target.clone().unwrap_or_default();
         match m.kind {
             MountType::Bind => {
-                let source = source_path(pm, state, opts, store, done, images, dir, n)?;
+                let source = src.source_path(pm, n)?;
                 let scratch = (!m.readonly).then(|| dir.join(format!("mount-{n}")));
                 p.mounts.push(MountSpec::Bind {
                     source,
@@ -202,7 +209,7 @@ pub(super) fn prepare(
                 });
             }
             MountType::Cache => {
-                let (path, lock) = cache_dir(pm, state, opts, store, done, images, dir, n)?;
+                let (path, lock) = src.cache_dir(pm, n)?;
                 p._locks.extend(lock);
                 p.mounts.push(MountSpec::Bind {
                     source: path,
@@ -278,47 +285,122 @@ fn secret_value(opts: &BuildOptions, id: &str) -> Result<Option<Vec<u8>>> {
     })
 }
 
-/// The host path of a bind mount's (or cache seed's) `from`/`source`.
-#[allow(clippy::too_many_arguments)]
-fn source_path(
-    pm: &PlannedMount,
-    state: &StageState,
-    opts: &BuildOptions,
-    store: &Store,
-    done: &mut BTreeMap<usize, StageState>,
-    images: &mut import::Images,
-    dir: &Path,
-    n: usize,
-) -> Result<PathBuf> {
-    let (root, what) = match &pm.from_source {
-        None | Some(Source::Context) => (
-            filtered_context(opts, &dir.join(format!("context-{n}")))?,
-            "the build context".to_string(),
-        ),
-        Some(Source::Stage { index }) => {
-            let s = done
-                .get_mut(index)
-                .ok_or_else(|| anyhow!("stage {index} was not built"))?;
-            s.view.materialize(store)?;
-            (s.view.root.clone(), format!("stage {index}"))
-        }
-        Some(Source::Image { reference }) => match opts.named.get(reference) {
-            Some(NamedContext::Dir(d)) => (d.clone(), format!("build context {reference}")),
-            _ => {
-                let platform = super::state_platform(state);
-                let img = images.get(reference, opts, store, &platform)?;
-                (img.rootfs.clone(), format!("image {reference}"))
+/// What a step's mounts read from.
+struct Sources<'a> {
+    state: &'a StageState,
+    opts: &'a BuildOptions,
+    store: &'a Store,
+    done: &'a mut BTreeMap<usize, StageState>,
+    images: &'a mut import::Images,
+    /// The step's work directory.
+    dir: &'a Path,
+}
+
+impl Sources<'_> {
+    /// The host path of a bind mount's (or cache seed's) `from`/`source`.
+    fn source_path(&mut self, pm: &PlannedMount, n: usize) -> Result<PathBuf> {
+        let (state, opts, store, dir) = (self.state, self.opts, self.store, self.dir);
+        let (done, images) = (&mut *self.done, &mut *self.images);
+        let (root, what) = match &pm.from_source {
+            None | Some(Source::Context) => (
+                filtered_context(opts, &dir.join(format!("context-{n}")))?,
+                "the build context".to_string(),
+            ),
+            Some(Source::Stage { index }) => {
+                let s = done
+                    .get_mut(index)
+                    .ok_or_else(|| anyhow!("stage {index} was not built"))?;
+                s.view.materialize(store)?;
+                (s.view.root.clone(), format!("stage {index}"))
             }
-        },
-    };
-    let source = pm.mount.source.clone().unwrap_or_default();
-    let rel = crate::snapshot::resolve_in_root(&root, &source, true)
-        .with_context(|| format!("mount source {source:?} in {what}"))?;
-    let host = crate::snapshot::host_path(&root, &rel);
-    if std::fs::symlink_metadata(&host).is_err() {
-        bail!("mount source {:?} is not in {what}", format!("/{rel}"));
+            Some(Source::Image { reference }) => match opts.named.get(reference) {
+                Some(NamedContext::Dir(d)) => (d.clone(), format!("build context {reference}")),
+                _ => {
+                    let platform = super::state_platform(state);
+                    let img = images.get(reference, opts, store, &platform)?;
+                    (img.rootfs.clone(), format!("image {reference}"))
+                }
+            },
+        };
+        let source = pm.mount.source.clone().unwrap_or_default();
+        let rel = crate::snapshot::resolve_in_root(&root, &source, true)
+            .with_context(|| format!("mount source {source:?} in {what}"))?;
+        let host = crate::snapshot::host_path(&root, &rel);
+        if std::fs::symlink_metadata(&host).is_err() {
+            bail!("mount source {:?} is not in {what}", format!("/{rel}"));
+        }
+        Ok(host)
     }
-    Ok(host)
+
+    /// The cache mount's directory (made on first use, seeded from `from`
+    /// when given, with its mode and owner), and the lock its sharing asks
+    /// for. A `private` cache in use by another build gets a fresh directory
+    /// for this step.
+    fn cache_dir(
+        &mut self,
+        pm: &PlannedMount,
+        n: usize,
+    ) -> Result<(PathBuf, Option<std::fs::File>)> {
+        let (store, dir) = (self.store, self.dir);
+        let m = &pm.mount;
+        let id = m.id.clone().unwrap_or_default();
+        let key = crate::layer::compress::sha256_hex(id.as_bytes());
+        let caches = store.root().join("cache-mounts");
+        std::fs::create_dir_all(&caches)
+            .with_context(|| format!("cannot create {}", caches.display()))?;
+        let mut path = caches.join(&key[..32]);
+        let lock_path = caches.join(format!("{}.lock", &key[..32]));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        use rustix::fs::FlockOperation as F;
+        let lock = match m.sharing.unwrap_or(Sharing::Shared) {
+            Sharing::Shared => {
+                rustix::fs::flock(&lock, F::LockShared).context("cannot lock a cache mount")?;
+                Some(lock)
+            }
+            Sharing::Locked => {
+                rustix::fs::flock(&lock, F::LockExclusive).context("cannot lock a cache mount")?;
+                Some(lock)
+            }
+            Sharing::Private => match rustix::fs::flock(&lock, F::NonBlockingLockExclusive) {
+                Ok(()) => Some(lock),
+                Err(_) => {
+                    path = dir.join(format!("cache-{n}"));
+                    None
+                }
+            },
+        };
+        if !path.is_dir() {
+            let tmp = dir.join(format!("cache-new-{n}"));
+            let seeded = pm.from_source.is_some();
+            if seeded {
+                let from = self.source_path(pm, n)?;
+                crate::export::copy_dir(&from, &tmp)?;
+            } else {
+                std::fs::create_dir_all(&tmp)
+                    .with_context(|| format!("cannot create {}", tmp.display()))?;
+            }
+            rustix::fs::chown(
+                &tmp,
+                Some(rustix::fs::Uid::from_raw(m.uid.unwrap_or(0))),
+                Some(rustix::fs::Gid::from_raw(m.gid.unwrap_or(0))),
+            )
+            .context("cannot set the owner of a cache mount")?;
+            rustix::fs::chmod(
+                &tmp,
+                rustix::fs::Mode::from_raw_mode(m.mode.unwrap_or(0o755)),
+            )
+            .context("cannot set the mode of a cache mount")?;
+            if std::fs::rename(&tmp, &path).is_err() && !path.is_dir() {
+                bail!("cannot create the cache mount {}", path.display());
+            }
+        }
+        Ok((path, lock))
+    }
 }
 
 /// The build context as `.dockerignore` leaves it: the directory itself
@@ -380,81 +462,6 @@ fn filtered_context(opts: &BuildOptions, at: &Path) -> Result<PathBuf> {
     }
     super::import::mount(&[ctx.clone(), hide], at)?;
     Ok(at.to_path_buf())
-}
-
-/// The cache mount's directory (made on first use, seeded from `from`
-/// when given, with its mode and owner), and the lock its sharing asks
-/// for. A `private` cache in use by another build gets a fresh directory
-/// for this step.
-#[allow(clippy::too_many_arguments)]
-fn cache_dir(
-    pm: &PlannedMount,
-    state: &StageState,
-    opts: &BuildOptions,
-    store: &Store,
-    done: &mut BTreeMap<usize, StageState>,
-    images: &mut import::Images,
-    dir: &Path,
-    n: usize,
-) -> Result<(PathBuf, Option<std::fs::File>)> {
-    let m = &pm.mount;
-    let id = m.id.clone().unwrap_or_default();
-    let key = crate::layer::compress::sha256_hex(id.as_bytes());
-    let caches = store.root().join("cache-mounts");
-    std::fs::create_dir_all(&caches)
-        .with_context(|| format!("cannot create {}", caches.display()))?;
-    let mut path = caches.join(&key[..32]);
-    let lock_path = caches.join(format!("{}.lock", &key[..32]));
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    use rustix::fs::FlockOperation as F;
-    let lock = match m.sharing.unwrap_or(Sharing::Shared) {
-        Sharing::Shared => {
-            rustix::fs::flock(&lock, F::LockShared).context("cannot lock a cache mount")?;
-            Some(lock)
-        }
-        Sharing::Locked => {
-            rustix::fs::flock(&lock, F::LockExclusive).context("cannot lock a cache mount")?;
-            Some(lock)
-        }
-        Sharing::Private => match rustix::fs::flock(&lock, F::NonBlockingLockExclusive) {
-            Ok(()) => Some(lock),
-            Err(_) => {
-                path = dir.join(format!("cache-{n}"));
-                None
-            }
-        },
-    };
-    if !path.is_dir() {
-        let tmp = dir.join(format!("cache-new-{n}"));
-        let seeded = pm.from_source.is_some();
-        if seeded {
-            let from = source_path(pm, state, opts, store, done, images, dir, n)?;
-            crate::export::copy_dir(&from, &tmp)?;
-        } else {
-            std::fs::create_dir_all(&tmp)
-                .with_context(|| format!("cannot create {}", tmp.display()))?;
-        }
-        rustix::fs::chown(
-            &tmp,
-            Some(rustix::fs::Uid::from_raw(m.uid.unwrap_or(0))),
-            Some(rustix::fs::Gid::from_raw(m.gid.unwrap_or(0))),
-        )
-        .context("cannot set the owner of a cache mount")?;
-        rustix::fs::chmod(
-            &tmp,
-            rustix::fs::Mode::from_raw_mode(m.mode.unwrap_or(0o755)),
-        )
-        .context("cannot set the mode of a cache mount")?;
-        if std::fs::rename(&tmp, &path).is_err() && !path.is_dir() {
-            bail!("cannot create the cache mount {}", path.display());
-        }
-    }
-    Ok((path, lock))
 }
 
 #[cfg(test)]

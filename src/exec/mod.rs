@@ -202,6 +202,46 @@ fn parse_status(s: &str) -> Option<Result<Exit>> {
     s.strip_prefix("error ").map(|m| Err(anyhow!("{m}")))
 }
 
+/// Waits for child `pid` (through EINTR); its raw wait status.
+pub(crate) fn wait_status(pid: libc::pid_t) -> std::io::Result<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(status);
+        }
+        let e = std::io::Error::last_os_error();
+        if r < 0 && e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+static FORWARD_AS: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::Relaxed);
+    let as_sig = FORWARD_AS.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, if as_sig > 0 { as_sig } else { sig }) };
+    }
+}
+
+/// Passes SIGINT, SIGTERM and SIGHUP on to child `pid`: as themselves, or
+/// all as `as_signal` (SIGKILL, for a step's PID 1, which takes its whole
+/// namespace with it). For the single-threaded launchers only.
+pub(crate) fn forward_signals(pid: libc::pid_t, as_signal: Option<libc::c_int>) {
+    FORWARD_TO.store(pid, std::sync::atomic::Ordering::Relaxed);
+    FORWARD_AS.store(as_signal.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a handler that only calls kill.
+        unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
+    }
+}
+
 /// Writes the helper's report (best effort: the parent says when it is
 /// missing).
 pub(crate) fn report(path: &Path, text: &str) {

@@ -82,22 +82,11 @@ pub fn main(spec_path: &str) -> ! {
     }
     // Signals to the helper end the step (its PID 1 takes its whole
     // namespace with it).
-    forward_signals(pid);
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            fail(
-                &spec,
-                "cannot wait for the step",
-                std::io::Error::last_os_error(),
-            );
-        }
-    }
+    super::forward_signals(pid, Some(libc::SIGKILL));
+    let status = match super::wait_status(pid) {
+        Ok(s) => s,
+        Err(e) => fail(&spec, "cannot wait for the step", e),
+    };
     // PID 1 reports its own setup failures; keep that report.
     let own = std::fs::read_to_string(&spec.status).unwrap_or_default();
     if !own.starts_with("error ") {
@@ -114,24 +103,6 @@ pub fn main(spec_path: &str) -> ! {
 fn fail(spec: &Spec, what: &str, e: std::io::Error) -> ! {
     report(&spec.status, &format!("error {what}: {e}"));
     std::process::exit(126);
-}
-
-static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-extern "C" fn kill_child(_: libc::c_int) {
-    let pid = CHILD.load(std::sync::atomic::Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-}
-
-fn forward_signals(pid: libc::pid_t) {
-    CHILD.store(pid, std::sync::atomic::Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: installing a handler that only calls kill.
-        unsafe { libc::signal(sig, kill_child as *const () as libc::sighandler_t) };
-    }
 }
 
 /// The secrets kiln writes on the helper's stdin: a JSON list of base64
@@ -573,28 +544,15 @@ fn is_mountpoint(p: &Path) -> bool {
 /// A writable view of `source` whose writes land in `scratch` and are
 /// thrown away with it.
 fn throwaway_overlay(source: &Path, scratch: &Path, dest: &Path) -> std::io::Result<()> {
-    use rustix::mount::{
-        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags,
-        FsOpenFlags, MountAttrFlags, MoveMountFlags,
-    };
     let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     std::fs::create_dir_all(&upper)?;
     std::fs::create_dir_all(&work)?;
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    fsconfig_set_string(&fs, "lowerdir+", source)?;
-    fsconfig_set_string(&fs, "upperdir", upper.as_path())?;
-    fsconfig_set_string(&fs, "workdir", work.as_path())?;
-    crate::snapshot::overlay::user_xattrs(&fs)?;
-    fsconfig_create(&fs)?;
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
-    move_mount(
-        &mnt,
-        "",
-        rustix::fs::CWD,
-        dest,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    let mnt = crate::snapshot::overlay::overlay_fd(
+        &[source],
+        Some((&upper, &work)),
+        rustix::mount::MountAttrFlags::empty(),
     )?;
-    Ok(())
+    crate::snapshot::overlay::attach(&mnt, dest)
 }
 
 /// `ip link set lo up`, through the SIOCSIFFLAGS ioctl.
@@ -632,37 +590,14 @@ fn ensure_dir(p: &Path) -> Result<(), String> {
 
 /// The overlay of the lowers with the upper directory on top.
 fn mount_root(spec: &Spec) -> std::io::Result<()> {
-    use rustix::mount::{
-        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags,
-        FsOpenFlags, MountAttrFlags, MoveMountFlags,
-    };
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    for dir in spec.lowers.iter().rev() {
-        fsconfig_set_string(&fs, "lowerdir+", dir.as_path())?;
-    }
-    fsconfig_set_string(&fs, "lowerdir+", spec.empty.as_path())?;
-    fsconfig_set_string(&fs, "upperdir", spec.upper.as_path())?;
-    fsconfig_set_string(&fs, "workdir", spec.work.as_path())?;
-    // The upper directory must hold every change in full: no redirects
-    // for renamed directories, no metadata-only copies. (`userxattr`, in
-    // a user namespace, implies both and refuses them as options.)
-    if crate::userns::in_userns() {
-        crate::snapshot::overlay::user_xattrs(&fs)?;
-    } else {
-        fsconfig_set_string(&fs, "redirect_dir", "off")?;
-        fsconfig_set_string(&fs, "metacopy", "off")?;
-        fsconfig_set_string(&fs, "index", "off")?;
-    }
-    fsconfig_create(&fs)?;
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
-    move_mount(
-        &mnt,
-        "",
-        rustix::fs::CWD,
-        spec.rootfs.as_path(),
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    let mut lowers = vec![spec.empty.as_path()];
+    lowers.extend(spec.lowers.iter().map(|l| l.as_path()));
+    let mnt = crate::snapshot::overlay::overlay_fd(
+        &lowers,
+        Some((&spec.upper, &spec.work)),
+        rustix::mount::MountAttrFlags::empty(),
     )?;
-    Ok(())
+    crate::snapshot::overlay::attach(&mnt, &spec.rootfs)
 }
 
 fn bind(src: &Path, dest: &Path, recursive: bool, readonly: bool) -> rustix::io::Result<()> {

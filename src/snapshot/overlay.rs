@@ -62,10 +62,6 @@ pub fn probe(tmp: &Path) {
 }
 
 fn try_mount(tmp: &Path) -> io::Result<()> {
-    use rustix::mount::{
-        fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
-        MountAttrFlags,
-    };
     let dir = tempfile::Builder::new()
         .prefix(&crate::store::Store::temp_prefix("probe"))
         .tempdir_in(tmp)?;
@@ -77,14 +73,12 @@ fn try_mount(tmp: &Path) -> io::Result<()> {
     for d in [&lower, &upper, &work] {
         std::fs::create_dir(d)?;
     }
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    fsconfig_set_string(&fs, "lowerdir+", lower.as_path())?;
-    fsconfig_set_string(&fs, "upperdir", upper.as_path())?;
-    fsconfig_set_string(&fs, "workdir", work.as_path())?;
-    user_xattrs(&fs)?;
-    fsconfig_create(&fs)?;
     // Never attached anywhere: dropping the descriptor unmounts it.
-    let _mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    let _mnt = overlay_fd(
+        &[&lower],
+        Some((&upper, &work)),
+        rustix::mount::MountAttrFlags::empty(),
+    )?;
     Ok(())
 }
 
@@ -97,49 +91,69 @@ pub fn backend() -> &'static str {
     }
 }
 
+/// An overlay mount not attached anywhere yet: `lowers` bottom first (each
+/// passed alone with `lowerdir+`, so no option string limits their number;
+/// overlayfs allows 500), and, when writable, its upper and work
+/// directories. A writable one keeps every change whole in the upper
+/// directory: no redirects for renamed directories, no metadata-only
+/// copies (`userxattr`, in a user namespace, implies both and refuses them
+/// as options).
+pub fn overlay_fd(
+    lowers: &[&Path],
+    upper_work: Option<(&Path, &Path)>,
+    attrs: rustix::mount::MountAttrFlags,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
+    };
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for dir in lowers.iter().rev() {
+        fsconfig_set_string(&fs, "lowerdir+", *dir)?;
+    }
+    if let Some((upper, work)) = upper_work {
+        fsconfig_set_string(&fs, "upperdir", upper)?;
+        fsconfig_set_string(&fs, "workdir", work)?;
+        if !crate::userns::in_userns() {
+            fsconfig_set_string(&fs, "redirect_dir", "off")?;
+            fsconfig_set_string(&fs, "metacopy", "off")?;
+            fsconfig_set_string(&fs, "index", "off")?;
+        }
+    }
+    if crate::userns::in_userns() {
+        rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
+    }
+    fsconfig_create(&fs)?;
+    Ok(fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?)
+}
+
+/// Attaches a mount made by [`overlay_fd`] at `target`.
+pub fn attach(mnt: &std::os::fd::OwnedFd, target: &Path) -> io::Result<()> {
+    rustix::mount::move_mount(
+        mnt,
+        "",
+        rustix::fs::CWD,
+        target,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
 /// Mounts, read-only at `target` (an empty directory), the union of
 /// `layers` (snapshot directories, bottom first). `empty` is an empty
 /// directory, stacked at the bottom so that even one layer makes a valid
 /// overlay (whose whiteouts then hide nothing, as they should).
 pub fn mount_chain(layers: &[PathBuf], empty: &Path, target: &Path) -> io::Result<()> {
-    use rustix::mount::{
-        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags,
-        FsOpenFlags, MountAttrFlags, MoveMountFlags,
-    };
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    // `lowerdir+` takes one layer at a time, top first, so no option
-    // string limits the number of layers (overlayfs allows 500).
-    for dir in layers.iter().rev() {
-        fsconfig_set_string(&fs, "lowerdir+", dir.as_path())?;
-    }
-    fsconfig_set_string(&fs, "lowerdir+", empty)?;
-    user_xattrs(&fs)?;
-    fsconfig_create(&fs)?;
-    let mnt = fsmount(
-        &fs,
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::MOUNT_ATTR_RDONLY
-            | MountAttrFlags::MOUNT_ATTR_NODEV
-            | MountAttrFlags::MOUNT_ATTR_NOSUID,
+    use rustix::mount::MountAttrFlags as A;
+    let mut lowers = vec![empty];
+    lowers.extend(layers.iter().map(PathBuf::as_path));
+    let mnt = overlay_fd(
+        &lowers,
+        None,
+        A::MOUNT_ATTR_RDONLY | A::MOUNT_ATTR_NODEV | A::MOUNT_ATTR_NOSUID,
     )?;
-    move_mount(
-        &mnt,
-        "",
-        rustix::fs::CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )?;
+    attach(&mnt, target)?;
     if let Ok(mut m) = MOUNTS.lock() {
         m.push(target.to_path_buf());
-    }
-    Ok(())
-}
-
-/// In a user namespace, overlayfs keeps its markers in `user.` xattrs
-/// (the `userxattr` option), as kiln's snapshots then do.
-pub fn user_xattrs(fs: &impl std::os::fd::AsFd) -> io::Result<()> {
-    if crate::userns::in_userns() {
-        rustix::mount::fsconfig_set_flag(fs, "userxattr")?;
     }
     Ok(())
 }
