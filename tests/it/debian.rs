@@ -822,12 +822,7 @@ fn push_on_debian_then_docker_pull_and_run() {
         "{}",
         stderr(&o)
     );
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).expect("json");
-    let digest = m["containerimage.digest"]
-        .as_str()
-        .expect("containerimage.digest")
-        .to_string();
+    let digest = crate::registry::metadata_digest(&meta);
     assert!(
         stderr(&o).contains(&format!("pushed {app_ref}@{digest}")),
         "kiln printed another digest than its metadata file's {digest}: {}",

@@ -78,6 +78,19 @@ fn skopeo_digest(reference: &str) -> String {
 }
 
 /// The files of `reference` as kiln pulls it into a fresh store.
+/// The push kiln reported is the registry's (skopeo reads the digest kiln
+/// printed), and its `big.bin` layer pulls back byte for byte.
+fn assert_pushed_intact(o: &Output, reg: &Registry, bytes: &[u8]) {
+    let printed =
+        pushed_digest(&stderr(o)).unwrap_or_else(|| panic!("no pushed line:\n{}", stderr(o)));
+    let direct = format!("{}/team/app:v1", reg.addr);
+    assert_eq!(skopeo_digest(&direct), printed);
+    assert!(
+        pull_back(&direct).get("big.bin").map(Vec::as_slice) == Some(bytes),
+        "the pushed layer's bytes differ"
+    );
+}
+
 fn pull_back(reference: &str) -> BTreeMap<String, Vec<u8>> {
     let d = Ctx::new(&format!("FROM {reference}\n"), &[]);
     let o = d.kiln(&["-o", "type=tar,dest=-"]);
@@ -239,15 +252,7 @@ fn push_recovers_from_an_upload_cut_short() {
             .any(|e| e.req.method == "PUT" && e.req.is_upload() && e.upstream == Some(201)),
         "no upload was completed after the cut:\n{summary}"
     );
-    let printed =
-        pushed_digest(&stderr(&o)).unwrap_or_else(|| panic!("no pushed line:\n{}", stderr(&o)));
-    let direct = format!("{}/team/app:v1", reg.addr);
-    assert_eq!(skopeo_digest(&direct), printed);
-    let files = pull_back(&direct);
-    assert!(
-        files.get("big.bin") == Some(&bytes),
-        "the pushed layer's bytes differ"
-    );
+    assert_pushed_intact(&o, &reg, &bytes);
 }
 
 /// The first two upload requests are answered 500, and the first blob
@@ -288,14 +293,7 @@ fn push_retries_5xx_uploads_and_waits_out_a_429() {
         .filter(|e| e.req.is_upload() && e.status == Some(500))
         .count();
     assert_eq!(failed, 2, "{summary}");
-    let printed =
-        pushed_digest(&stderr(&o)).unwrap_or_else(|| panic!("no pushed line:\n{}", stderr(&o)));
-    let direct = format!("{}/team/app:v1", reg.addr);
-    assert_eq!(skopeo_digest(&direct), printed);
-    assert!(
-        pull_back(&direct).get("big.bin") == Some(&bytes),
-        "the pushed layer's bytes differ"
-    );
+    assert_pushed_intact(&o, &reg, &bytes);
 }
 
 /// The request that completes an upload (`PUT ?digest=`) is answered 500
@@ -334,14 +332,7 @@ fn push_resumes_when_completing_the_upload_fails() {
         uploaded >= layer && uploaded < layer + layer / 2,
         "{uploaded} bytes uploaded for a {layer}-byte layer (sent again?):\n{summary}"
     );
-    let printed =
-        pushed_digest(&stderr(&o)).unwrap_or_else(|| panic!("no pushed line:\n{}", stderr(&o)));
-    let direct = format!("{}/team/app:v1", reg.addr);
-    assert_eq!(skopeo_digest(&direct), printed);
-    assert!(
-        pull_back(&direct).get("big.bin") == Some(&bytes),
-        "the pushed layer's bytes differ"
-    );
+    assert_pushed_intact(&o, &reg, &bytes);
 }
 
 /// A registry that answers every upload with 500: exit 3, after a bounded

@@ -124,6 +124,16 @@ impl Registry {
     }
 }
 
+/// The `containerimage.digest` a `--metadata-file` records.
+pub fn metadata_digest(meta: &std::path::Path) -> String {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(meta).expect("metadata")).expect("json");
+    m["containerimage.digest"]
+        .as_str()
+        .expect("containerimage.digest")
+        .to_string()
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -389,12 +399,7 @@ fn push_then_pull_back() {
         "{}",
         stderr(&o)
     );
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).expect("json");
-    let digest = m["containerimage.digest"]
-        .as_str()
-        .expect("digest")
-        .to_string();
+    let digest = crate::registry::metadata_digest(&meta);
     let raw = Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false"])
         .arg(format!("docker://{t1}"))

@@ -95,6 +95,29 @@ fn write_layout(dir: &Path, layers: &[Vec<u8>]) -> Vec<String> {
     diff_ids
 }
 
+/// `kiln build -q --cache-dir STORE` with snapshotter `backend`
+/// (`overlay`: kiln's choice; `copy`), SOURCE_DATE_EPOCH set; the caller
+/// adds the rest.
+fn kiln_with(backend: &str, store: &Path) -> Command {
+    let mut cmd = Command::new(crate::util::kiln_bin());
+    cmd.args(["build", "-q", "--cache-dir"])
+        .arg(store)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env_remove("KILN_SNAPSHOTTER");
+    if backend == "copy" {
+        cmd.env("KILN_SNAPSHOTTER", "copy");
+    }
+    cmd
+}
+
+/// A context directory at `ctx` with `bin/busybox` (Debian's
+/// busybox-static) and `bin/sh` linking to it.
+fn busybox_context(ctx: &Path) {
+    std::fs::create_dir_all(ctx.join("bin")).expect("ctx");
+    std::fs::copy("/bin/busybox", ctx.join("bin/busybox")).expect("busybox");
+    std::os::unix::fs::symlink("busybox", ctx.join("bin/sh")).expect("sh");
+}
+
 /// A base whose upper layers delete (whiteouts), replace a directory's
 /// contents (opaque) and turn a file into a directory; a two-stage build
 /// on it exported as files and as an image. The overlay backend and the
@@ -147,19 +170,13 @@ fn overlay_and_copy_backends_agree() {
     )
     .expect("Dockerfile");
     let build = |backend: &str, out: &str, store: &Path| {
-        let mut cmd = Command::new(crate::util::kiln_bin());
-        cmd.args(["build", "-q", "--cache-dir"])
-            .arg(store)
+        let o = kiln_with(backend, store)
             .arg("--build-context")
             .arg(format!("base=oci-layout://{}", layout.display()))
             .args(["-o", out])
             .arg(&ctx)
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .env_remove("KILN_SNAPSHOTTER");
-        if backend == "copy" {
-            cmd.env("KILN_SNAPSHOTTER", "copy");
-        }
-        let o = cmd.output().expect("kiln");
+            .output()
+            .expect("kiln");
         assert!(o.status.success(), "{backend}: {}", stderr(&o));
     };
     let mut results = Vec::new();
@@ -235,9 +252,7 @@ fn overlay_and_copy_backends_agree() {
 fn run_layers_agree_between_backends() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ctx = tmp.path().join("ctx");
-    std::fs::create_dir_all(ctx.join("bin")).expect("ctx");
-    std::fs::copy("/bin/busybox", ctx.join("bin/busybox")).expect("busybox");
-    std::os::unix::fs::symlink("busybox", ctx.join("bin/sh")).expect("sh");
+    busybox_context(&ctx);
     std::fs::create_dir_all(ctx.join("tree/dir/sub")).expect("tree");
     for (p, d) in [
         ("tree/gone", "g"),
@@ -262,18 +277,12 @@ fn run_layers_agree_between_backends() {
     let mut images = Vec::new();
     for backend in ["overlay", "copy"] {
         let out = tmp.path().join(format!("{backend}.tar"));
-        let mut cmd = Command::new(crate::util::kiln_bin());
-        cmd.args(["build", "-q", "--cache-dir"])
-            .arg(tmp.path().join(format!("store-{backend}")))
+        let o = kiln_with(backend, &tmp.path().join(format!("store-{backend}")))
             .arg("-o")
             .arg(format!("type=oci,dest={}", out.display()))
             .arg(&ctx)
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .env_remove("KILN_SNAPSHOTTER");
-        if backend == "copy" {
-            cmd.env("KILN_SNAPSHOTTER", "copy");
-        }
-        let o = cmd.output().expect("kiln");
+            .output()
+            .expect("kiln");
         assert!(o.status.success(), "{backend}: {}", stderr(&o));
         images.push(crate::image::read_oci(&std::fs::read(&out).expect("image")));
     }
@@ -318,9 +327,7 @@ fn refused_overlayfs_falls_back_to_copies() {
     assert!(o.status.success(), "{}", stderr(&o));
     let _guard = MountGuard(m.clone());
     let ctx = tmp.path().join("ctx");
-    std::fs::create_dir_all(ctx.join("bin")).expect("ctx");
-    std::fs::copy("/bin/busybox", ctx.join("bin/busybox")).expect("busybox");
-    std::os::unix::fs::symlink("busybox", ctx.join("bin/sh")).expect("sh");
+    busybox_context(&ctx);
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM scratch AS other\nCOPY data.txt /sub/data.txt\n\

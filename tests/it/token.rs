@@ -365,13 +365,10 @@ fn all_output(o: &Output) -> String {
     )
 }
 
-/// With credentials in `$DOCKER_CONFIG`, `FROM` pulls a base image from a
-/// token-authenticated registry: kiln asks the token service for
-/// `repository:team/base:pull` with alice's credentials, and the password
-/// appears nowhere in its output.
-#[test]
-fn pull_with_a_bearer_token() {
-    let ts = TokenServer::start();
+/// The team/base image seeded into `ts`'s registry (as alice), a context
+/// building `FROM` it, and a docker config with alice's credentials; the
+/// token server's log starts empty.
+fn app_on_base(ts: &TokenServer) -> (Registry, Ctx, String) {
     let reg = ts.registry();
     reg.seed_base("team/base:v1", Some(&creds()));
     let c = Ctx::new(
@@ -380,6 +377,17 @@ fn pull_with_a_bearer_token() {
     );
     let cfg = docker_config(&c, "docker", &reg.addr, Some(&creds()));
     ts.clear();
+    (reg, c, cfg)
+}
+
+/// With credentials in `$DOCKER_CONFIG`, `FROM` pulls a base image from a
+/// token-authenticated registry: kiln asks the token service for
+/// `repository:team/base:pull` with alice's credentials, and the password
+/// appears nowhere in its output.
+#[test]
+fn pull_with_a_bearer_token() {
+    let ts = TokenServer::start();
+    let (_reg, c, cfg) = app_on_base(&ts);
     let out = c.path("out.tar");
     let o = c.kiln_env(
         &["-o", &format!("type=oci,dest={}", out.display())],
@@ -471,14 +479,7 @@ fn wrong_password_is_refused_by_the_token_service() {
 #[test]
 fn push_with_a_bearer_token() {
     let ts = TokenServer::start();
-    let reg = ts.registry();
-    reg.seed_base("team/base:v1", Some(&creds()));
-    let c = Ctx::new(
-        &format!("FROM {}/team/base:v1\nCOPY a /a\n", reg.addr),
-        &[("a", "a\n")],
-    );
-    let cfg = docker_config(&c, "docker", &reg.addr, Some(&creds()));
-    ts.clear();
+    let (reg, c, cfg) = app_on_base(&ts);
     let target = format!("{}/team/app:v1", reg.addr);
     let o = c.kiln_env(&["--push", "-t", &target], &[("DOCKER_CONFIG", &cfg)]);
     let e = stderr(&o);
