@@ -33,6 +33,19 @@ pub fn register_child(pid: u32) {
     }
 }
 
+/// Kills every running sandbox helper (their steps' process trees go
+/// with them): a build that failed cancels the steps still running.
+pub fn kill_children() {
+    if let Ok(v) = CHILDREN.lock() {
+        for pid in v.iter() {
+            if let Ok(pid) = i32::try_from(*pid) {
+                // SAFETY: kill with a plain pid; the waiting thread reaps.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 /// The process `pid` has ended.
 pub fn forget_child(pid: u32) {
     if let Ok(mut v) = CHILDREN.lock() {

@@ -178,10 +178,24 @@ pub struct BuildArgs {
     /// Do not use the build cache.
     #[arg(long = "no-cache", help_heading = "Cache")]
     pub no_cache: bool,
+    /// Do not use the build cache for these stages (by name); repeatable or comma-separated.
+    #[arg(
+        long = "no-cache-filter",
+        value_name = "STAGE",
+        value_delimiter = ',',
+        help_heading = "Cache"
+    )]
+    pub no_cache_filter: Vec<String>,
     /// Always re-resolve base images from their registries.
     #[arg(long, help_heading = "Cache")]
     pub pull: bool,
-    /// Where kiln keeps its store (default: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
+    /// Say why each step that runs missed the cache (always on with --progress=plain).
+    #[arg(long, help_heading = "Cache")]
+    pub explain: bool,
+    /// How many stages may build at once (default: the number of CPUs).
+    #[arg(long = "max-parallelism", value_name = "N", help_heading = "Execution")]
+    pub max_parallelism: Option<usize>,
+    /// Where kiln keeps its store and build cache (default: $KILN_CACHE_DIR, else /var/lib/kiln for root, else $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
     #[arg(long = "cache-dir", value_name = "DIR", help_heading = "Cache")]
     pub cache_dir: Option<PathBuf>,
     /// Secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.

@@ -72,6 +72,9 @@ impl NamedContext {
 /// An image ready to be a base or a COPY source.
 pub struct Imported {
     pub image: Image,
+    /// What identifies the image in cache keys: its manifest's digest (a
+    /// directory context's: its layer's).
+    pub digest: String,
     /// The image's files on disk (for a directory context: empty, and
     /// `entries` holds its one layer, not yet written out).
     pub rootfs: PathBuf,
@@ -84,31 +87,54 @@ pub struct Imported {
     pub snapshots: Option<Vec<PathBuf>>,
 }
 
-/// Images read during one build, each unpacked once.
+/// Images read during one build, each unpacked once. Shared by the
+/// stages building in parallel: each image loads under its own lock, so
+/// two stages never unpack the same image twice, nor wait on different
+/// ones.
 pub struct Images {
     dir: PathBuf,
-    cache: BTreeMap<String, Imported>,
+    slots: std::sync::Mutex<BTreeMap<String, Slot>>,
+    count: std::sync::atomic::AtomicUsize,
 }
+
+type Slot = std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Imported>>>>;
 
 impl Images {
     pub fn new(dir: PathBuf) -> Images {
         Images {
             dir,
-            cache: BTreeMap::new(),
+            slots: std::sync::Mutex::new(BTreeMap::new()),
+            count: 0.into(),
         }
     }
 
     /// The image a stage names, from the named contexts.
     pub fn get(
-        &mut self,
+        &self,
         reference: &str,
         opts: &super::BuildOptions,
         store: &Store,
         platform: &Platform,
-    ) -> Result<&Imported> {
+    ) -> Result<std::sync::Arc<Imported>> {
+        let slot = {
+            let mut slots = self
+                .slots
+                .lock()
+                .map_err(|_| anyhow!("a stage failed while loading images"))?;
+            let id = format!("{reference} {platform}");
+            slots.entry(id).or_default().clone()
+        };
+        let mut loaded = slot
+            .lock()
+            .map_err(|_| anyhow!("a stage failed while loading {reference}"))?;
+        if let Some(img) = loaded.as_ref() {
+            return Ok(img.clone());
+        }
         let named = &opts.named;
-        if !self.cache.contains_key(reference) {
-            let n = self.cache.len();
+        {
+            let n = self
+                .count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let rootfs = self.dir.join(format!("image-{n}"));
             let imported = match named.get(reference) {
                 Some(NamedContext::Dir(d)) => {
@@ -139,6 +165,7 @@ impl Images {
                     fs::create_dir_all(&rootfs)
                         .with_context(|| format!("cannot create {}", rootfs.display()))?;
                     Imported {
+                        digest: layer.digest.clone(),
                         image: Image {
                             config,
                             layers: vec![layer],
@@ -154,36 +181,36 @@ impl Images {
                         .with_context(|| format!("cannot create {}", rootfs.display()))?;
                     let context =
                         || format!("build context {reference}=oci-layout://{}", path.display());
-                    let image =
+                    let (image, digest) =
                         load_layout(path, r.as_deref(), store, platform).with_context(context)?;
-                    imported(image, rootfs, store).with_context(context)?
+                    imported(image, digest, rootfs, store).with_context(context)?
                 }
                 Some(NamedContext::DockerImage(r)) => {
                     fs::create_dir_all(&rootfs)
                         .with_context(|| format!("cannot create {}", rootfs.display()))?;
                     let context = || format!("build context {reference}=docker-image://{r}");
-                    let image = pull(r, store, platform, opts.pull).with_context(context)?;
-                    imported(image, rootfs, store).with_context(context)?
+                    let (image, digest) =
+                        pull(r, store, platform, opts.pull).with_context(context)?;
+                    imported(image, digest, rootfs, store).with_context(context)?
                 }
                 None => {
                     fs::create_dir_all(&rootfs)
                         .with_context(|| format!("cannot create {}", rootfs.display()))?;
-                    let image = pull(reference, store, platform, opts.pull)?;
-                    imported(image, rootfs, store).with_context(|| reference.to_string())?
+                    let (image, digest) = pull(reference, store, platform, opts.pull)?;
+                    imported(image, digest, rootfs, store).with_context(|| reference.to_string())?
                 }
             };
-            self.cache.insert(reference.to_string(), imported);
+            let imported = std::sync::Arc::new(imported);
+            *loaded = Some(imported.clone());
+            Ok(imported)
         }
-        self.cache
-            .get(reference)
-            .ok_or_else(|| anyhow!("image {reference} was not loaded"))
     }
 }
 
 /// An image's files at `rootfs`: an overlay of its layers' snapshots, or
 /// (copy backend) its layers unpacked there; without root, with the
 /// owners its layers give.
-fn imported(image: Image, rootfs: PathBuf, store: &Store) -> Result<Imported> {
+fn imported(image: Image, digest: String, rootfs: PathBuf, store: &Store) -> Result<Imported> {
     let snapshots = if crate::snapshot::overlay::enabled() {
         let mut chain = Vec::new();
         for l in &image.layers {
@@ -216,6 +243,7 @@ fn imported(image: Image, rootfs: PathBuf, store: &Store) -> Result<Imported> {
     };
     Ok(Imported {
         image,
+        digest,
         rootfs,
         entries: None,
         owners,
@@ -291,7 +319,7 @@ fn layout_manifest(
     layout: &Path,
     reference: Option<&str>,
     platform: &Platform,
-) -> Result<(oci_spec::image::ImageManifest, ImageConfig)> {
+) -> Result<(oci_spec::image::ImageManifest, ImageConfig, String)> {
     use oci_spec::image::{ImageIndex, ImageManifest};
     let index: ImageIndex = read_json(&layout.join("index.json"), "index")?;
     let descs = index.manifests();
@@ -339,7 +367,7 @@ fn layout_manifest(
             config.rootfs.diff_ids.len()
         );
     }
-    Ok((manifest, config))
+    Ok((manifest, config, digest))
 }
 
 /// Base-image configs for the planner, from the named contexts: what an
@@ -363,7 +391,7 @@ impl crate::plan::ImageResolver for NamedResolver<'_> {
     ) -> Result<Option<crate::plan::BaseConfig>, String> {
         match self.named.get(reference) {
             Some(NamedContext::OciLayout { path, reference: r }) => {
-                let (_, c) = layout_manifest(path, r.as_deref(), platform).map_err(|e| {
+                let (_, c, _) = layout_manifest(path, r.as_deref(), platform).map_err(|e| {
                     format!(
                         "build context {reference}=oci-layout://{}: {e:#}",
                         path.display()
@@ -409,8 +437,8 @@ fn load_layout(
     reference: Option<&str>,
     store: &Store,
     platform: &Platform,
-) -> Result<Image> {
-    let (manifest, config) = layout_manifest(layout, reference, platform)?;
+) -> Result<(Image, String)> {
+    let (manifest, config, manifest_digest) = layout_manifest(layout, reference, platform)?;
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(&config.rootfs.diff_ids) {
         let digest = desc.digest().to_string();
@@ -418,7 +446,7 @@ fn load_layout(
         let stored = import_blob(&src, &digest, store)?;
         layers.push(layer_blob(&stored, &digest, desc.size(), diff_id)?);
     }
-    Ok(Image { config, layers })
+    Ok((Image { config, layers }, manifest_digest))
 }
 
 /// What a stored layer blob is: its size (checked against the manifest's)
@@ -523,9 +551,15 @@ fn download_layers(
 /// Pulls `reference` from its registry: the manifest (the platform's, from
 /// an index), the config and the layers, verified into the store and
 /// applied to `rootfs`.
-fn pull(reference: &str, store: &Store, platform: &Platform, refresh: bool) -> Result<Image> {
+fn pull(
+    reference: &str,
+    store: &Store,
+    platform: &Platform,
+    refresh: bool,
+) -> Result<(Image, String)> {
     let (r, mut client) = open_registry(reference)?;
-    let (manifest, config, _) = fetch_manifest(&mut client, &r, store, platform, refresh)?;
+    let (manifest, config, manifest_digest) =
+        fetch_manifest(&mut client, &r, store, platform, refresh)?;
     download_layers(&r, &client, &manifest, store)?;
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(&config.rootfs.diff_ids) {
@@ -535,7 +569,7 @@ fn pull(reference: &str, store: &Store, platform: &Platform, refresh: bool) -> R
             layer_blob(&stored, &digest, desc.size(), diff_id).with_context(|| format!("{r}"))?,
         );
     }
-    Ok(Image { config, layers })
+    Ok((Image { config, layers }, manifest_digest))
 }
 
 /// Pulls an image's manifest, config and layers into the store without

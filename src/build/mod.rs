@@ -7,6 +7,7 @@
 //! Stages run in the plan's order. The solver (DAG scheduling, the cache)
 //! replaces this loop later; the per-instruction code stays.
 
+mod cache;
 mod chmod;
 mod copy;
 mod glob;
@@ -15,6 +16,7 @@ mod layer;
 mod meta;
 pub mod mounts;
 mod run;
+mod solve;
 mod users;
 mod view;
 
@@ -26,7 +28,7 @@ use crate::image::{Image, LayerBlob};
 use crate::layer::compress::Compression;
 use crate::plan::{Base, CopyOp, Op, Plan, Source, Stage, Step};
 use crate::store::Store;
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -59,6 +61,17 @@ pub struct BuildOptions {
     pub ssh: BTreeMap<String, PathBuf>,
     /// `--network`: RUN's network when a step names none.
     pub network: Option<String>,
+    /// `--no-cache`: run every step (and cache the results).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) whose steps run.
+    pub no_cache_filter: Vec<String>,
+    /// How many stages may run at once.
+    pub max_parallelism: usize,
+    /// Say why each step that runs missed the cache.
+    pub explain: bool,
+    /// Identifies the Dockerfile across builds (its path), for cache-miss
+    /// explanations.
+    pub dockerfile_id: String,
 }
 
 /// A step failure, with the Dockerfile line it happened at.
@@ -88,58 +101,23 @@ struct StageState {
     last_arg_line: Option<usize>,
 }
 
+/// Steps that came from the cache and steps that ran.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub cached: usize,
+    pub ran: usize,
+}
+
 /// Builds the plan's target stage.
 pub fn build(
     plan: &Plan,
     opts: &BuildOptions,
     store: &Store,
-    log: &mut dyn FnMut(&str),
-) -> Result<Built> {
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<(Built, Counts)> {
     let now = opts.source_date_epoch.unwrap_or_else(unix_now);
     let created = crate::image::config::rfc3339(now, 0);
-    let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
-    let mut images = import::Images::new(opts.work.join("images"));
-    let total: usize = plan
-        .order
-        .iter()
-        .filter_map(|i| stage(plan, *i))
-        .map(|s| s.steps.len() + 1)
-        .sum();
-    let mut n = 0;
-    for &idx in &plan.order {
-        let st = stage(plan, idx).ok_or_else(|| anyhow!("the plan has no stage {idx}"))?;
-        n += 1;
-        log(&format!(
-            "[{n}/{total}] {} FROM {}",
-            st.display_name(),
-            base_text(&st.base)
-        ));
-        let mut state = start_stage(plan, st, opts, store, &mut done, &mut images)
-            .map_err(|e| step_error(st.line, e))?;
-        for step in &st.steps {
-            n += 1;
-            log(&format!(
-                "[{n}/{total}] {} {}",
-                st.display_name(),
-                step.text
-            ));
-            run_step(
-                step,
-                &mut state,
-                opts,
-                store,
-                &mut done,
-                &mut images,
-                now,
-                &created,
-            )
-            .map_err(|e| step_error(step.line, e))?;
-        }
-        done.insert(idx, state);
-    }
-    let mut target = done
-        .remove(&plan.target)
-        .ok_or_else(|| anyhow!("the target stage was not built"))?;
+    let (mut target, (cached, ran)) = solve::solve(plan, opts, store, log)?;
     if opts.materialize {
         target.view.materialize(store)?;
     }
@@ -148,14 +126,17 @@ pub fn build(
     // BuildKit.
     config.created = (!config.history.is_empty()).then_some(created);
     config.rootfs.diff_ids = target.layers.iter().map(|l| l.diff_id.clone()).collect();
-    Ok(Built {
-        image: Image {
-            config,
-            layers: target.layers,
+    Ok((
+        Built {
+            image: Image {
+                config,
+                layers: target.layers,
+            },
+            owners: target.view.owner_modes(),
+            rootfs: target.view.root,
         },
-        owners: target.view.owner_modes(),
-        rootfs: target.view.root,
-    })
+        Counts { cached, ran },
+    ))
 }
 
 fn step_error(line: usize, e: anyhow::Error) -> anyhow::Error {
@@ -185,14 +166,8 @@ pub fn unix_now() -> i64 {
 /// has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-fn start_stage(
-    plan: &Plan,
-    st: &Stage,
-    opts: &BuildOptions,
-    store: &Store,
-    done: &mut BTreeMap<usize, StageState>,
-    images: &mut import::Images,
-) -> Result<StageState> {
+fn start_stage(sh: &solve::Shared, st: &Stage) -> Result<StageState> {
+    let (plan, opts, store) = (sh.plan, sh.opts, sh.store);
     let rootfs = opts.work.join(format!("stage-{}", st.index));
     if rootfs.exists() {
         std::fs::remove_dir_all(&rootfs)
@@ -226,9 +201,8 @@ fn start_stage(
             fresh(v, config, Vec::new())
         }
         Base::Stage { index } => {
-            let parent = done
-                .get(index)
-                .ok_or_else(|| anyhow!("stage {index} was not built"))?;
+            let parent = sh.stage(*index)?;
+            let parent = parent.lock().map_err(|_| anyhow!("stage {index} failed"))?;
             // The parent's pending layers are shared, not written; its
             // disk is shared too when it is a (read-only) overlay, else
             // cloned.
@@ -245,7 +219,7 @@ fn start_stage(
             )
         }
         Base::Image { reference } => {
-            let img = images.get(reference, opts, store, &platform)?;
+            let img = sh.images.get(reference, opts, store, &platform)?;
             let mut v = match &img.snapshots {
                 // The image's overlay is read-only: the stage shares it.
                 Some(chain) => view::View::overlay(img.rootfs.clone(), chain.clone()),
@@ -269,44 +243,72 @@ fn start_stage(
     Ok(state)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Runs one step, or (with `cached`, the layer a cache hit gave) only
+/// records its layer and history; returns the layer the step made.
 fn run_step(
     step: &Step,
     state: &mut StageState,
-    opts: &BuildOptions,
-    store: &Store,
-    done: &mut BTreeMap<usize, StageState>,
-    images: &mut import::Images,
-    now: i64,
-    created: &str,
-) -> Result<()> {
-    match &step.op {
-        Op::Run { .. } => {
-            let (layer, text) = run::run(&step.op, state, opts, store, done, images)?;
-            push_history(state, created, text, Some(layer))?;
+    sh: &solve::Shared,
+    cached: Option<LayerBlob>,
+) -> Result<Option<LayerBlob>> {
+    let (opts, store, created) = (sh.opts, sh.store, sh.created.as_str());
+    let made = match &step.op {
+        Op::Run { argv, args, .. } => {
+            let (layer, text) = match cached {
+                Some(l) => {
+                    state.view.add_cached(l.clone());
+                    (l, run::history_text(argv, args))
+                }
+                None => run::run(&step.op, state, sh)?,
+            };
+            push_history(state, created, text, Some(layer.clone()))?;
+            Some(layer)
         }
         Op::Copy(c) => {
-            let layer = run_copy(c, state, opts, store, done, images, now)?;
-            push_history(state, created, copy_history(c), Some(layer))?;
+            let layer = match cached {
+                Some(l) => {
+                    state.view.add_cached(l.clone());
+                    l
+                }
+                None => run_copy(c, state, sh)?,
+            };
+            push_history(state, created, copy_history(c), Some(layer.clone()))?;
+            Some(layer)
         }
         Op::Workdir { path } => {
             let text = meta::apply(&step.op, &mut state.config, &mut state.cmd_set);
-            // The directory is created owned by the USER in force.
-            let user = state.config.config.user.clone();
-            // BuildKit fails here when the user is unknown ("invalid user
-            // index: -1"); kiln says which user.
-            let owner = if user.is_empty() {
-                (0, 0)
-            } else {
-                users::resolve_chown(&|p| view_read(&state.view, p), &user)
-                    .map_err(|e| anyhow!("WORKDIR {path} is created for USER {user}: {e}"))?
+            let layer = match cached {
+                Some(l) => {
+                    state.view.add_cached(l.clone());
+                    l
+                }
+                None => {
+                    // The directory is created owned by the USER in force.
+                    let user = state.config.config.user.clone();
+                    // BuildKit fails here when the user is unknown ("invalid
+                    // user index: -1"); kiln says which user.
+                    let owner = if user.is_empty() {
+                        (0, 0)
+                    } else {
+                        users::resolve_chown(&|p| view_read(&state.view, p), &user).map_err(
+                            |e| anyhow!("WORKDIR {path} is created for USER {user}: {e}"),
+                        )?
+                    };
+                    let mut t = copy::Target::new(&state.view);
+                    t.ensure_dir(path.trim_start_matches('/'), owner, sh.now)?;
+                    let entries = t.finish()?;
+                    let layer = layer::write(entries.clone(), opts, store)?;
+                    state.view.add_layer(entries, layer.clone());
+                    layer
+                }
             };
-            let mut t = copy::Target::new(&state.view);
-            t.ensure_dir(path.trim_start_matches('/'), owner, now)?;
-            let entries = t.finish()?;
-            let layer = layer::write(entries.clone(), opts, store)?;
-            state.view.add_layer(entries, layer.clone());
-            push_history(state, created, text.unwrap_or_default(), Some(layer))?;
+            push_history(
+                state,
+                created,
+                text.unwrap_or_default(),
+                Some(layer.clone()),
+            )?;
+            Some(layer)
         }
         Op::Arg { name, default, .. } => {
             meta::apply(&step.op, &mut state.config, &mut state.cmd_set);
@@ -327,17 +329,18 @@ fn run_step(
                 _ => push_history(state, created, format!("ARG {decl}"), None)?,
             }
             state.last_arg_line = Some(step.line);
-            return Ok(());
+            return Ok(None);
         }
         op => {
             let text = meta::apply(op, &mut state.config, &mut state.cmd_set);
             if let Some(text) = text {
                 push_history(state, created, text, None)?;
             }
+            None
         }
-    }
+    };
     state.last_arg_line = None;
-    Ok(())
+    Ok(made)
 }
 
 /// `created_by` of COPY and ADD, as BuildKit words it: `--chown` and
@@ -379,15 +382,8 @@ fn view_read(view: &view::View, rel: &str) -> Result<Option<Vec<u8>>, String> {
     view.read(rel).map_err(|e| format!("{e:#}"))
 }
 
-fn run_copy(
-    c: &CopyOp,
-    state: &mut StageState,
-    opts: &BuildOptions,
-    store: &Store,
-    done: &mut BTreeMap<usize, StageState>,
-    images: &mut import::Images,
-    now: i64,
-) -> Result<LayerBlob> {
+fn run_copy(c: &CopyOp, state: &mut StageState, sh: &solve::Shared) -> Result<LayerBlob> {
+    let (opts, store, now) = (sh.opts, sh.store, sh.now);
     let chown = match &c.chown {
         Some(spec) => Some(
             users::resolve_chown(&|p| view_read(&state.view, p), spec).map_err(|e| anyhow!(e))?,
@@ -409,6 +405,30 @@ fn run_copy(
         now,
         exclude,
     };
+    // A source stage stays locked while it is read; reading it needs its
+    // files on disk.
+    let stage_arc = match &c.source {
+        Source::Stage { index } => Some(sh.stage(*index)?),
+        _ => None,
+    };
+    let mut stage_guard = match &stage_arc {
+        Some(a) => Some(a.lock().map_err(|_| anyhow!("the source stage failed"))?),
+        None => None,
+    };
+    if let Some(g) = stage_guard.as_mut() {
+        g.view.materialize(store)?;
+    }
+    let image = match &c.source {
+        Source::Image { reference }
+            if !matches!(opts.named.get(reference), Some(NamedContext::Dir(_))) =>
+        {
+            Some(
+                sh.images
+                    .get(reference, opts, store, &state_platform(state))?,
+            )
+        }
+        _ => None,
+    };
     let (src_root, matcher, reset_owner, what): (PathBuf, Option<&Matcher>, bool, String) =
         match &c.source {
             Source::Context => (
@@ -418,49 +438,30 @@ fn run_copy(
                 "build context".into(),
             ),
             Source::Stage { index } => {
-                let s = done
-                    .get_mut(index)
+                let root = stage_guard
+                    .as_ref()
+                    .map(|g| g.view.root.clone())
                     .ok_or_else(|| anyhow!("stage {index} was not built"))?;
-                // Reading another stage needs its files on disk.
-                s.view.materialize(store)?;
-                (s.view.root.clone(), None, false, format!("stage {index}"))
+                (root, None, false, format!("stage {index}"))
             }
-            Source::Image { reference } => {
-                let named = opts.named.get(reference);
-                match named {
-                    Some(NamedContext::Dir(d)) => {
-                        (d.clone(), None, true, format!("build context {reference}"))
-                    }
-                    _ => {
-                        let img = images.get(reference, opts, store, &state_platform(state))?;
-                        (
-                            img.rootfs.clone(),
-                            None,
-                            false,
-                            format!("image {reference}"),
-                        )
-                    }
+            Source::Image { reference } => match (&image, opts.named.get(reference)) {
+                (Some(img), _) => (
+                    img.rootfs.clone(),
+                    None,
+                    false,
+                    format!("image {reference}"),
+                ),
+                (None, Some(NamedContext::Dir(d))) => {
+                    (d.clone(), None, true, format!("build context {reference}"))
                 }
-            }
+                (None, _) => bail!("image {reference} was not loaded"),
+            },
         };
     // A stage's intended owners are in its view's index (the disk may not
     // have them without root).
-    let stage_view = match &c.source {
-        Source::Stage { index } => done.get(index).map(|s| &s.view),
-        _ => None,
-    };
+    let stage_view = stage_guard.as_ref().map(|g| &g.view);
     // An image unpacked without root: its owners come from its layers.
-    let image_owners = match &c.source {
-        Source::Image { reference }
-            if !matches!(opts.named.get(reference), Some(NamedContext::Dir(_))) =>
-        {
-            images
-                .get(reference, opts, store, &state_platform(state))?
-                .owners
-                .clone()
-        }
-        _ => None,
-    };
+    let image_owners = image.as_ref().and_then(|i| i.owners.clone());
     let owner_of: Option<Box<copy::OwnerOf<'_>>> = match (stage_view, image_owners) {
         (Some(v), _) => Some(Box::new(move |rel: &str| v.owner(rel))),
         (None, Some(o)) => Some(Box::new(move |rel: &str| o.get(rel).copied())),

@@ -4,13 +4,12 @@
 //! (read from `--secret`, passed to the sandbox in memory) and SSH agent
 //! sockets (`--ssh`).
 
-use super::{import, BuildOptions, NamedContext, StageState};
+use super::{BuildOptions, NamedContext, StageState};
 use crate::dockerfile::mount::{MountType, Sharing};
 use crate::exec::MountSpec;
 use crate::plan::{PlannedMount, Source};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Where a `--secret` comes from.
@@ -179,18 +178,15 @@ pub struct Prepared {
 pub(super) fn prepare(
     mounts: &[PlannedMount],
     state: &StageState,
-    opts: &BuildOptions,
-    store: &Store,
-    done: &mut BTreeMap<usize, StageState>,
-    images: &mut import::Images,
+    sh: &super::solve::Shared,
     dir: &Path,
 ) -> Result<Prepared> {
+    let (opts, store) = (sh.opts, sh.store);
     let mut src = Sources {
         state,
         opts,
         store,
-        done,
-        images,
+        sh,
         dir,
     };
     let mut p = Prepared::default();
@@ -290,8 +286,7 @@ struct Sources<'a> {
     state: &'a StageState,
     opts: &'a BuildOptions,
     store: &'a Store,
-    done: &'a mut BTreeMap<usize, StageState>,
-    images: &'a mut import::Images,
+    sh: &'a super::solve::Shared<'a>,
     /// The step's work directory.
     dir: &'a Path,
 }
@@ -300,16 +295,15 @@ impl Sources<'_> {
     /// The host path of a bind mount's (or cache seed's) `from`/`source`.
     fn source_path(&mut self, pm: &PlannedMount, n: usize) -> Result<PathBuf> {
         let (state, opts, store, dir) = (self.state, self.opts, self.store, self.dir);
-        let (done, images) = (&mut *self.done, &mut *self.images);
+        let sh = self.sh;
         let (root, what) = match &pm.from_source {
             None | Some(Source::Context) => (
                 filtered_context(opts, &dir.join(format!("context-{n}")))?,
                 "the build context".to_string(),
             ),
             Some(Source::Stage { index }) => {
-                let s = done
-                    .get_mut(index)
-                    .ok_or_else(|| anyhow!("stage {index} was not built"))?;
+                let s = sh.stage(*index)?;
+                let mut s = s.lock().map_err(|_| anyhow!("stage {index} failed"))?;
                 s.view.materialize(store)?;
                 (s.view.root.clone(), format!("stage {index}"))
             }
@@ -317,7 +311,7 @@ impl Sources<'_> {
                 Some(NamedContext::Dir(d)) => (d.clone(), format!("build context {reference}")),
                 _ => {
                     let platform = super::state_platform(state);
-                    let img = images.get(reference, opts, store, &platform)?;
+                    let img = sh.images.get(reference, opts, store, &platform)?;
                     (img.rootfs.clone(), format!("image {reference}"))
                 }
             },

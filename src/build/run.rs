@@ -3,7 +3,7 @@
 //! upper directory becomes the step's layer ([`crate::snapshot::diff`])
 //! and, renamed into the store, the snapshot the next step stacks on.
 
-use super::{layer, users, BuildOptions, StageState};
+use super::{layer, users, StageState};
 use crate::exec::{Exit, Spec};
 use crate::plan::Op;
 use crate::store::{digest_hex, Store};
@@ -29,11 +29,9 @@ const STUBS: [&str; 6] = [
 pub fn run(
     op: &Op,
     state: &mut StageState,
-    opts: &BuildOptions,
-    store: &Store,
-    done: &mut std::collections::BTreeMap<usize, StageState>,
-    images: &mut super::import::Images,
+    sh: &super::solve::Shared,
 ) -> Result<(crate::image::LayerBlob, String)> {
+    let (opts, store) = (sh.opts, sh.store);
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Op::Run {
@@ -85,7 +83,7 @@ pub fn run(
     write(&resolv, &crate::exec::resolv_conf())?;
     write(&hostname, &format!("{HOSTNAME}\n"))?;
 
-    let prepared = super::mounts::prepare(mounts, state, opts, store, done, images, &dir)?;
+    let prepared = super::mounts::prepare(mounts, state, sh, &dir)?;
     let lower = state.view.root.clone();
     if !overlay {
         // The directory exists (empty): copy into a fresh name, then swap.
@@ -302,14 +300,10 @@ fn commit_snapshot(
     diff_id: &str,
     lowers: &[PathBuf],
 ) -> Result<PathBuf> {
-    let dir = store.root().join("snapshots/stacked");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut key = format!("{}\n", digest_hex(diff_id)?);
-    for l in lowers {
-        key.push_str(&l.to_string_lossy());
-        key.push('\n');
+    let dest = stacked_path(store, diff_id, lowers)?;
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let dest = dir.join(crate::layer::compress::sha256_hex(key.as_bytes()));
     if dest.is_dir() {
         let _ = std::fs::remove_dir_all(upper);
         return Ok(dest);
@@ -321,9 +315,23 @@ fn commit_snapshot(
     }
 }
 
+/// Where the snapshot of a RUN step's layer `diff_id` over `lowers` is
+/// kept (whether or not it exists).
+pub fn stacked_path(store: &Store, diff_id: &str, lowers: &[PathBuf]) -> Result<PathBuf> {
+    let mut key = format!("{}\n", digest_hex(diff_id)?);
+    for l in lowers {
+        key.push_str(&l.to_string_lossy());
+        key.push('\n');
+    }
+    Ok(store
+        .root()
+        .join("snapshots/stacked")
+        .join(crate::layer::compress::sha256_hex(key.as_bytes())))
+}
+
 /// `RUN` history as BuildKit writes it: `|N K=V ...` for the build args
 /// in scope, then the argv, then ` # buildkit`.
-fn history_text(argv: &[String], args: &[(String, String)]) -> String {
+pub fn history_text(argv: &[String], args: &[(String, String)]) -> String {
     let mut parts: Vec<String> = Vec::new();
     if !args.is_empty() {
         parts.push(format!("|{}", args.len()));

@@ -104,6 +104,9 @@ pub struct View {
     /// bottom first. `root` is then read-only: materializing mounts a new
     /// overlay with the pending layers' snapshots on top.
     snapshots: Option<Vec<PathBuf>>,
+    /// Pending layers came from the build cache: their entries are not in
+    /// `index`, so lookups are only right after [`View::materialize`].
+    opaque: bool,
 }
 
 impl View {
@@ -114,6 +117,7 @@ impl View {
             pending: Vec::new(),
             base_owners: None,
             snapshots: None,
+            opaque: false,
         }
     }
 
@@ -135,6 +139,7 @@ impl View {
             pending: self.pending.clone(),
             base_owners: self.base_owners.clone(),
             snapshots: self.snapshots.clone(),
+            opaque: self.opaque,
         }
     }
 
@@ -326,19 +331,43 @@ impl View {
         self.pending.push(blob);
     }
 
+    /// Records a layer that a cache hit gave: nothing about its files is
+    /// known until the view is materialized (which unpacks it, or stacks
+    /// the snapshot its step left).
+    pub fn add_cached(&mut self, blob: crate::image::LayerBlob) {
+        self.pending.push(blob);
+        self.opaque = true;
+    }
+
+    /// Whether lookups need [`View::materialize`] first (layers from the
+    /// cache are pending).
+    pub fn is_opaque(&self) -> bool {
+        self.opaque
+    }
+
     /// Applies the pending layers to the directory, so that it holds the
     /// stage's files.
     pub fn materialize(&mut self, store: &crate::store::Store) -> Result<()> {
+        let opaque = std::mem::take(&mut self.opaque);
+        if opaque {
+            // The disk will be the truth; entries of earlier layers could
+            // shadow what a cached layer changed.
+            self.index.clear();
+        }
         if let Some(chain) = &mut self.snapshots {
             if self.pending.is_empty() {
                 return Ok(());
             }
             for blob in std::mem::take(&mut self.pending) {
-                chain.push(crate::snapshot::layers::ensure(
-                    store,
-                    &blob.digest,
-                    &blob.diff_id,
-                )?);
+                // A RUN step's own snapshot, kept over these same lowers,
+                // saves unpacking its layer.
+                let lowers = crate::snapshot::layers::distinct(chain)?;
+                let stacked = super::run::stacked_path(store, &blob.diff_id, &lowers)?;
+                chain.push(if stacked.is_dir() {
+                    stacked
+                } else {
+                    crate::snapshot::layers::ensure(store, &blob.digest, &blob.diff_id)?
+                });
             }
             return self.remount();
         }

@@ -213,13 +213,29 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             crate::cli::Network::None => "none".to_string(),
             crate::cli::Network::Host => "host".to_string(),
         }),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        max_parallelism: match args.max_parallelism {
+            Some(0) => return Err(Failure::usage("--max-parallelism must be at least 1")),
+            Some(n) => n,
+            None => threads,
+        },
+        explain: args.explain || args.progress == Progress::Plain || !quiet,
+        dockerfile_id: match &settings.dockerfile {
+            DockerfileSource::Path(p) => std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.clone())
+                .to_string_lossy()
+                .into_owned(),
+            DockerfileSource::Stdin => "-".into(),
+        },
     };
-    let mut log = |line: &str| {
-        if !quiet {
+    let explain_quiet = quiet && args.explain;
+    let log = |line: &str| {
+        if !quiet || (explain_quiet && line.starts_with("  cache miss")) {
             eprintln!("{line}");
         }
     };
-    let mut built = match build::build(&plan, &bopts, &store, &mut log) {
+    let (mut built, counts) = match build::build(&plan, &bopts, &store, &log) {
         Ok(b) => b,
         Err(e) => return Ok(report(&e, &settings.display_name, &src)),
     };
@@ -285,7 +301,10 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             println!("{}", docs.config.digest);
         }
     } else if !quiet {
-        eprintln!("built {digest}");
+        eprintln!(
+            "built {digest} ({} steps cached, {} ran)",
+            counts.cached, counts.ran
+        );
     }
     Ok(0)
 }

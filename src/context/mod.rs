@@ -3,6 +3,7 @@
 //! Which ignore file applies follows BuildKit: `<Dockerfile name>.dockerignore`
 //! beside the Dockerfile when it exists, else `.dockerignore` at the root of
 //! the context. Excluded files are invisible to COPY and ADD.
+pub mod checksum;
 pub mod ignore;
 
 use ignore::Matcher;

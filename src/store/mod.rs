@@ -6,6 +6,8 @@
 //! `layout/write.go` does the same). Writing a blob that already exists
 //! only drops the temporary file.
 
+pub mod index;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -177,6 +179,12 @@ impl Store {
         self.write_file(&path, repository.as_bytes())
     }
 
+    /// Writes a small file of the store's own (cache records) through a
+    /// temporary file and a rename.
+    pub fn write_small(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write_file(dest, bytes)
+    }
+
     /// Writes a small file of the store's own (refs, sources) through a
     /// temporary file and a rename, so a reader never sees half of it.
     fn write_file(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
@@ -211,11 +219,16 @@ impl Store {
     }
 }
 
-/// The default store location: `$KILN_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/kiln`, else `$HOME/.cache/kiln`.
+/// The default store location: `$KILN_CACHE_DIR`, else `/var/lib/kiln`
+/// for root, else `$XDG_CACHE_HOME/kiln`, else `$HOME/.cache/kiln`.
 pub fn default_root() -> PathBuf {
     if let Some(d) = std::env::var_os("KILN_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
+    }
+    // Root's store is the system's; a rootless build runs as root of its
+    // own user namespace, but its store is the user's.
+    if rustix::process::geteuid().is_root() && !crate::userns::in_userns() {
+        return PathBuf::from("/var/lib/kiln");
     }
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("kiln");

@@ -2,6 +2,7 @@
 mod build;
 mod buildkit;
 mod buildkit_build;
+mod cache;
 mod cli;
 mod consumers;
 mod debian;

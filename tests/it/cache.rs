@@ -1,0 +1,347 @@
+//! The build cache and the solver: hits skip work and read no layer data,
+//! every miss says why, stages run in parallel (and only those the target
+//! needs), a failure cancels the rest, and concurrent or killed builds
+//! leave a cache the next build can use.
+
+use crate::image::{read_oci, stderr, Ctx};
+use crate::registry::Registry;
+use crate::run::busybox;
+use std::process::{Command, Stdio};
+
+const SDE: (&str, &str) = ("SOURCE_DATE_EPOCH", "1700000000");
+
+/// A context whose Dockerfile starts with a busybox stage named `tools`,
+/// then `rest`.
+fn tools(rest: &str) -> Ctx {
+    let c = busybox("", &[]);
+    let dockerfile = format!("FROM scratch AS tools\nCOPY bin /bin\nENV PATH=/bin\n{rest}");
+    std::fs::write(c.ctx().join("Dockerfile"), dockerfile).expect("Dockerfile");
+    c
+}
+
+/// The lines of a build's output that follow `head` (the step's line).
+fn miss_reason(out: &str, step: &str) -> String {
+    let mut lines = out.lines();
+    while let Some(l) = lines.next() {
+        if l.ends_with(step) {
+            return lines.next().unwrap_or("").trim().to_string();
+        }
+        if l.ends_with(&format!("{step}  CACHED")) {
+            return "CACHED".into();
+        }
+    }
+    panic!("no step {step:?} in:\n{out}")
+}
+
+fn digest_of(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("built "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no digest in:\n{out}"))
+        .to_string()
+}
+
+fn build(c: &Ctx, args: &[&str]) -> String {
+    let o = c.kiln_env(args, &[SDE]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stderr(&o)
+}
+
+/// An unchanged rebuild runs nothing; a changed file, a changed ARG and
+/// `--no-cache` each rebuild what they must and say why; times alone
+/// change nothing.
+#[test]
+fn rebuilds_run_only_what_changed_and_say_why() {
+    let c = busybox(
+        "ARG VERSION=1.2\n\
+         COPY src /app/src\n\
+         RUN busybox cat /app/src/app.py > /out && echo $VERSION > /v\n\
+         RUN echo done > /done\n",
+        &[("src/app.py", "print(1)\n"), ("src/lib.py", "x = 1\n")],
+    );
+    let first = build(&c, &[]);
+    assert_eq!(
+        miss_reason(&first, "COPY src /app/src"),
+        "cache miss: no earlier build of this step"
+    );
+    assert!(first.contains("(0 steps cached, 4 ran)"), "{first}");
+    let digest = digest_of(&first);
+
+    let warm = build(&c, &[]);
+    assert!(warm.contains("(4 steps cached, 0 ran)"), "{warm}");
+    assert_eq!(digest_of(&warm), digest);
+
+    // A new mtime, the same contents: still cached.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(c.ctx().join("src/lib.py"))
+        .expect("open");
+    f.set_modified(std::time::UNIX_EPOCH).expect("mtime");
+    let touched = build(&c, &[]);
+    assert!(touched.contains("(4 steps cached, 0 ran)"), "{touched}");
+
+    c.write("src/app.py", "print(2)\n");
+    let changed = build(&c, &[]);
+    assert_eq!(
+        miss_reason(&changed, "COPY src /app/src"),
+        "cache miss: 1 file changed: src/app.py"
+    );
+    assert_eq!(
+        miss_reason(
+            &changed,
+            "RUN busybox cat /app/src/app.py > /out && echo $VERSION > /v"
+        ),
+        "cache miss: parent changed (COPY src /app/src)"
+    );
+    assert!(changed.contains("(1 steps cached, 3 ran)"), "{changed}");
+
+    let arg = build(&c, &["--build-arg", "VERSION=1.3"]);
+    assert_eq!(
+        miss_reason(
+            &arg,
+            "RUN busybox cat /app/src/app.py > /out && echo $VERSION > /v"
+        ),
+        "cache miss: ARG VERSION changed: 1.2 -> 1.3"
+    );
+    assert_eq!(miss_reason(&arg, "COPY src /app/src"), "CACHED");
+
+    let forced = build(&c, &["--no-cache"]);
+    assert_eq!(
+        miss_reason(&forced, "COPY src /app/src"),
+        "cache miss: --no-cache"
+    );
+    assert!(forced.contains("(0 steps cached, 4 ran)"), "{forced}");
+    // What ran again is what the cache gave: the build is reproducible.
+    assert_eq!(digest_of(&forced), digest_of(&changed));
+
+    // The files of a cached build are the right ones.
+    let o = c.kiln_env(&["-o", "type=tar,dest=-"], &[SDE]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    assert_eq!(String::from_utf8_lossy(&files["out"]), "print(2)\n");
+    assert_eq!(String::from_utf8_lossy(&files["v"]), "1.2\n");
+}
+
+/// `--no-cache-filter` reruns the named stage only.
+#[test]
+fn no_cache_filter_names_stages() {
+    let c = busybox(
+        "RUN echo a > /a\n\
+         FROM scratch AS other\n\
+         COPY --from=0 /a /a\n",
+        &[],
+    );
+    let _ = build(&c, &[]);
+    let o = build(&c, &["--no-cache-filter", "other"]);
+    assert_eq!(miss_reason(&o, "RUN echo a > /a"), "CACHED");
+    assert_eq!(
+        miss_reason(&o, "COPY --from=0 /a /a"),
+        "cache miss: --no-cache-filter other"
+    );
+}
+
+/// A fully cached rebuild with `--push` reads no layer data: the store's
+/// layer blobs are overwritten with zeros after the first build, and the
+/// second still succeeds, uploads nothing, and pushes the same manifest.
+#[test]
+fn a_cached_rebuild_reads_no_layer_data() {
+    let reg = Registry::start();
+    let c = busybox(
+        "COPY app.txt /app/\nRUN busybox cat /app/app.txt > /copy\n",
+        &[("app.txt", "app\n")],
+    );
+    let tag = format!("{}/cached:1", reg.addr);
+    let first = build(
+        &c,
+        &[
+            "-t",
+            &tag,
+            "--push",
+            "-o",
+            &format!("type=oci,dest={}", c.path("out.tar").display()),
+        ],
+    );
+    let img = read_oci(&std::fs::read(c.path("out.tar")).expect("out.tar"));
+    let digests: Vec<String> = img.manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_string())
+        .collect();
+    assert_eq!(digests.len(), 3);
+    for d in &digests {
+        let p = c
+            .path("store/blobs/sha256")
+            .join(d.trim_start_matches("sha256:"));
+        let len = std::fs::metadata(&p).expect("blob").len();
+        std::fs::write(&p, vec![0u8; len as usize]).expect("zero the blob");
+    }
+    let second = build(&c, &["-t", &tag, "--push"]);
+    assert!(second.contains("(3 steps cached, 0 ran)"), "{second}");
+    assert!(second.contains("(0 of 3 layers uploaded"), "{second}");
+    assert_eq!(digest_of(&second), digest_of(&first));
+}
+
+/// A base image whose tag moved: the first step after FROM says so.
+#[test]
+fn a_moved_base_image_is_named() {
+    let reg = Registry::start();
+    let _b = reg.seed_base("base:v1", None);
+    let c = Ctx::new(
+        &format!("FROM {}/base:v1\nCOPY app.txt /app/\n", reg.addr),
+        &[("app.txt", "app\n")],
+    );
+    let _ = build(&c, &[]);
+    let other = Ctx::new(
+        "FROM scratch\nCOPY base.txt /base/\n",
+        &[("base.txt", "base, version 2\n")],
+    );
+    other.build_oci(&["-t", "base:v2"]);
+    reg.push_archive(&other.path("out.tar"), "v2", "base:v1");
+    let o = build(&c, &["--pull"]);
+    let reason = miss_reason(&o, "COPY app.txt /app/");
+    assert!(
+        reason.starts_with(&format!(
+            "cache miss: base image {}/base:v1 now resolves to sha256:",
+            reg.addr
+        )),
+        "{reason}"
+    );
+    // Without --pull the tag resolves as it did last: all cached.
+    let again = build(&c, &[]);
+    assert_eq!(miss_reason(&again, "COPY app.txt /app/"), "CACHED");
+}
+
+/// Two stages that each wait for the other can only finish if they run
+/// at the same time: they meet in a shared cache mount. The unused stage
+/// would fail the build if it ran. With `--max-parallelism 1` the stages
+/// run one after the other, so the first gives up waiting.
+#[test]
+fn stages_run_in_parallel_and_unused_ones_not_at_all() {
+    let wait = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=meet,target=/meet,sharing=shared \
+             touch /meet/{me} && i=0 && while [ ! -e /meet/{other} ]; do \
+             sleep 0.1; i=$((i+1)); [ $i -lt 150 ] || exit 7; done && echo {me} > /{me}\n"
+        )
+    };
+    let dockerfile = format!(
+        "FROM tools AS a\n{}\
+         FROM tools AS b\n{}\
+         FROM tools AS unused\nRUN exit 9\n\
+         FROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+        wait("a", "b"),
+        wait("b", "a")
+    );
+    let c = tools(&dockerfile);
+    let o = build(&c, &[]);
+    assert!(!o.contains("unused"), "the unused stage ran:\n{o}");
+    let serial = tools(&dockerfile);
+    let o = serial.kiln_env(&["--max-parallelism", "1"], &[SDE]);
+    assert!(!o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("exit code: 7"), "{}", stderr(&o));
+}
+
+/// A failing stage stops the others: the running step of the other
+/// stage is killed, and the build ends at once.
+#[test]
+fn a_failure_cancels_the_other_stages() {
+    let marker = format!("{}.5", 40 + std::process::id() % 50);
+    let c = tools(&format!(
+        "FROM tools AS slow\nRUN sleep {marker}\n\
+         FROM tools AS bad\nRUN sleep 1 && exit 3\n\
+         FROM scratch\nCOPY --from=slow /bin /s\nCOPY --from=bad /bin /b\n"
+    ));
+    let start = std::time::Instant::now();
+    let o = c.kiln_env(&[], &[SDE]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("exit code: 3"), "{}", stderr(&o));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "the build waited for the slow stage: {:?}",
+        start.elapsed()
+    );
+    let ps = Command::new("pgrep")
+        .args(["-f", &format!("sleep {marker}")])
+        .output()
+        .expect("pgrep");
+    assert!(
+        ps.stdout.is_empty(),
+        "the slow step still runs: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}
+
+/// Three builds of the same Dockerfile at once, sharing one cache: all
+/// succeed with the same image, and a fourth is all hits.
+#[test]
+fn concurrent_builds_share_a_cache() {
+    let c = busybox(
+        "COPY a.txt /a.txt\nRUN busybox sha256sum /bin/busybox > /sum && sleep 1\nRUN echo two > /two\n",
+        &[("a.txt", "a\n")],
+    );
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(crate::util::kiln_bin())
+                .arg("build")
+                .arg("--cache-dir")
+                .arg(c.path("store"))
+                .arg(c.ctx())
+                .env(SDE.0, SDE.1)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("kiln")
+        })
+        .collect();
+    let mut digests = Vec::new();
+    for ch in children {
+        let o = ch.wait_with_output().expect("wait");
+        assert!(o.status.success(), "{}", stderr(&o));
+        digests.push(digest_of(&stderr(&o)));
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    let last = build(&c, &[]);
+    assert!(last.contains("(4 steps cached, 0 ran)"), "{last}");
+    assert_eq!(digest_of(&last), digests[0]);
+}
+
+/// kill -9 at random moments, build after build, then a build to the end:
+/// it succeeds, and gives the image a build in a fresh cache gives.
+#[test]
+fn builds_killed_at_random_leave_a_usable_cache() {
+    let steps = "COPY a.txt /a.txt\n\
+                 RUN busybox seq 1 20000 > /numbers && sleep 0.2\n\
+                 RUN busybox cp /numbers /again && busybox rm /numbers\n\
+                 COPY b.txt /b.txt\n\
+                 RUN echo end > /end\n";
+    let c = busybox(steps, &[("a.txt", "a\n"), ("b.txt", "b\n")]);
+    let mut rng = crate::util::Lcg(0x6b696c6e);
+    for _ in 0..8 {
+        let mut child = Command::new(crate::util::kiln_bin())
+            .arg("build")
+            .arg("--cache-dir")
+            .arg(c.path("store"))
+            .arg("--no-cache-filter")
+            .arg(if rng.below(2) == 0 { "none" } else { "0" })
+            .arg(c.ctx())
+            .env(SDE.0, SDE.1)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kiln");
+        std::thread::sleep(std::time::Duration::from_millis(rng.below(900) as u64));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let killed = build(&c, &[]);
+    let fresh = busybox(steps, &[("a.txt", "a\n"), ("b.txt", "b\n")]);
+    let clean = build(&fresh, &[]);
+    assert_eq!(digest_of(&killed), digest_of(&clean), "{killed}");
+    // And the files are right.
+    let o = c.kiln_env(&["-o", "type=tar,dest=-"], &[SDE]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = crate::image::tar_files(&o.stdout);
+    assert_eq!(files["again"].len(), 108894);
+    assert!(!files.contains_key("numbers"));
+}
