@@ -37,14 +37,32 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove the stored credentials of a registry.
     Logout(LogoutArgs),
-    /// Remove kiln's store: blobs, snapshots, cache mounts (rootless: from
-    /// inside the user namespace that owns them).
+    /// Remove build cache that nothing uses, or more (rootless: from inside
+    /// the user namespace that owns it). Waits for running builds.
     Prune(PruneArgs),
+    /// Show the disk use of kiln's store and build cache.
+    Du(DuArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// The store (default: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
+    /// The store (default: as for `kiln build`).
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Remove everything: the build cache, pulled images, cache mounts.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Remove the least recently used cache entries until the store is at most this big (e.g. 10GB).
+    #[arg(long = "keep-storage", value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// until=DURATION: remove cache entries not used for that long (e.g. until=24h).
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DuArgs {
+    /// The store (default: as for `kiln build`).
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 }

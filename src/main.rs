@@ -44,6 +44,7 @@ fn main() {
         Command::Login(args) => cmd::registry::login(args),
         Command::Logout(args) => cmd::registry::logout(args),
         Command::Prune(args) => cmd::registry::prune(args),
+        Command::Du(args) => cmd::registry::du(args),
     };
     let code = match result {
         Ok(code) => code,

@@ -381,6 +381,8 @@ pub struct NamedResolver<'a> {
     pub store: Option<&'a Store>,
     /// `--pull`: ask the registry what a tag names now.
     pub pull: bool,
+    /// Use only what the store has (`--dry-run`): never ask a registry.
+    pub offline: bool,
 }
 
 impl crate::plan::ImageResolver for NamedResolver<'_> {
@@ -417,7 +419,12 @@ impl crate::plan::ImageResolver for NamedResolver<'_> {
                 };
                 // A registry that cannot be reached here fails the pull
                 // later, with the reason; planning goes on without it.
-                Ok(pull_config(name, store, platform, self.pull).ok().map(|c| {
+                let config = if self.offline {
+                    resolve_offline(name, store, platform).map(|(_, c)| c)
+                } else {
+                    pull_config(name, store, platform, self.pull).ok()
+                };
+                Ok(config.map(|c| {
                     let c = c.config;
                     crate::plan::BaseConfig {
                         env: c.env_pairs(),
@@ -595,6 +602,34 @@ pub fn pull_config(
 ) -> Result<ImageConfig> {
     let (r, mut client) = open_registry(reference)?;
     Ok(fetch_manifest(&mut client, &r, store, platform, refresh)?.1)
+}
+
+/// What `reference` resolved to when it was last pulled, from the store
+/// alone: the platform's manifest digest and the config.
+pub fn resolve_offline(
+    reference: &str,
+    store: &Store,
+    platform: &Platform,
+) -> Option<(String, ImageConfig)> {
+    use oci_spec::image::{ImageIndex, ImageManifest};
+    let r = crate::registry::Reference::parse(reference).ok()?;
+    let object = r.object();
+    let mut digest = if object.starts_with("sha256:") {
+        object.to_string()
+    } else {
+        store.get_ref(&format!("{}/{}:{object}", r.domain, r.repository))?
+    };
+    let mut bytes = store.read(&digest).ok()?;
+    for _ in 0..2 {
+        let Ok(idx) = serde_json::from_slice::<ImageIndex>(&bytes) else {
+            break;
+        };
+        digest = pick_platform(&idx, platform).ok()?.digest().to_string();
+        bytes = store.read(&digest).ok()?;
+    }
+    let manifest: ImageManifest = serde_json::from_slice(&bytes).ok()?;
+    let cfg = store.read(manifest.config().digest().as_ref()).ok()?;
+    Some((digest, ImageConfig::from_slice(&cfg).ok()?))
 }
 
 /// Copies a blob into the store, checking its digest on the way.

@@ -72,6 +72,9 @@ pub struct BuildOptions {
     /// Identifies the Dockerfile across builds (its path), for cache-miss
     /// explanations.
     pub dockerfile_id: String,
+    /// Only say what each step would do (`--dry-run`): run nothing, pull
+    /// nothing.
+    pub dry_run: bool,
 }
 
 /// A step failure, with the Dockerfile line it happened at.
@@ -106,6 +109,17 @@ struct StageState {
 pub struct Counts {
     pub cached: usize,
     pub ran: usize,
+}
+
+/// Says, step by step, whether the cache has each step (`--dry-run`).
+pub fn dry_run(
+    plan: &Plan,
+    opts: &BuildOptions,
+    store: &Store,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Counts> {
+    let (_, (cached, ran)) = solve::solve(plan, opts, store, log)?;
+    Ok(Counts { cached, ran })
 }
 
 /// Builds the plan's target stage.

@@ -308,6 +308,12 @@ fn commit_snapshot(
         let _ = std::fs::remove_dir_all(upper);
         return Ok(dest);
     }
+    // Which layer the snapshot holds, for `kiln prune` (written first: a
+    // snapshot without one is only ever pruned early).
+    store.write_small(
+        &dest.with_extension("diffid"),
+        format!("{diff_id}\n").as_bytes(),
+    )?;
     match std::fs::rename(upper, &dest) {
         Ok(()) => Ok(dest),
         Err(_) if dest.is_dir() => Ok(dest),

@@ -89,12 +89,12 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     let src = read_dockerfile(&settings)?;
     let opts = settings.plan_options();
     // A real build asks registries for base images' configs; a dry run
-    // plans offline.
+    // plans offline, from what the store has (if there is one).
     let store_root = args
         .cache_dir
         .clone()
         .unwrap_or_else(crate::store::default_root);
-    let store = if args.dry_run.is_none() {
+    let store = if args.dry_run.is_none() || store_root.join("blobs").is_dir() {
         Some(Store::open(&store_root).map_err(build_failure)?)
     } else {
         None
@@ -103,6 +103,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         named: &named,
         store: store.as_ref(),
         pull: args.pull,
+        offline: args.dry_run.is_some(),
     };
     let plan = match plan_source(&src, &opts, &resolver) {
         Ok(p) => p,
@@ -120,6 +121,53 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         eprintln!("error: {violations} (the Dockerfile sets check=error=true)");
         return Ok(exit::DOCKERFILE);
     }
+    let dockerfile_path = match &settings.dockerfile {
+        DockerfileSource::Path(p) => Some(p.as_path()),
+        DockerfileSource::Stdin => None,
+    };
+    let ignore =
+        crate::context::load_ignore(&args.context, dockerfile_path).map_err(|e| Failure {
+            code: exit::BUILD,
+            message: e,
+        })?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut bopts = BuildOptions {
+        context: args.context.clone(),
+        ignore,
+        named,
+        source_date_epoch: sde,
+        compression,
+        threads,
+        work: store_root.join("tmp"),
+        pull: args.pull,
+        materialize: outputs
+            .iter()
+            .any(|o| matches!(o.kind, export::Kind::Local | export::Kind::Tar)),
+        quiet,
+        secrets: BTreeMap::new(),
+        ssh: BTreeMap::new(),
+        network: args.network.map(|n| match n {
+            crate::cli::Network::Default => "default".to_string(),
+            crate::cli::Network::None => "none".to_string(),
+            crate::cli::Network::Host => "host".to_string(),
+        }),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        max_parallelism: match args.max_parallelism {
+            Some(0) => return Err(Failure::usage("--max-parallelism must be at least 1")),
+            Some(n) => n,
+            None => threads,
+        },
+        explain: args.explain || args.progress == Progress::Plain || !quiet,
+        dockerfile_id: match &settings.dockerfile {
+            DockerfileSource::Path(p) => std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.clone())
+                .to_string_lossy()
+                .into_owned(),
+            DockerfileSource::Stdin => "-".into(),
+        },
+        dry_run: false,
+    };
     match args.dry_run {
         Some(DryRun::Json) => {
             println!("{}", render::to_json(&plan));
@@ -127,6 +175,17 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         }
         Some(DryRun::Text) => {
             print!("{}", render::to_text(&plan));
+            // What the cache would give, step by step.
+            if let Some(store) = &store {
+                bopts.dry_run = true;
+                bopts.max_parallelism = 1;
+                println!("cache ({}):", store_root.display());
+                let log = |line: &str| println!("  {line}");
+                if let Err(e) = build::dry_run(&plan, &bopts, store, &log) {
+                    eprintln!("error: {}", chain(&e));
+                    return Ok(exit::BUILD);
+                }
+            }
             return Ok(0);
         }
         None => {}
@@ -137,20 +196,6 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
              use -o type=oci,dest=FILE, -o type=docker,dest=FILE or -o DIR"
         );
     }
-
-    let dockerfile_path = match &settings.dockerfile {
-        DockerfileSource::Path(p) => Some(p.as_path()),
-        DockerfileSource::Stdin => None,
-    };
-    let ignore =
-        crate::context::load_ignore(&args.context, dockerfile_path).map_err(|e| Failure {
-            code: exit::BUILD,
-            message: e,
-        })?;
-    let store_root = args
-        .cache_dir
-        .clone()
-        .unwrap_or_else(crate::store::default_root);
     let mut secrets = std::collections::BTreeMap::new();
     for spec in &args.secrets {
         let (id, source) = build::mounts::parse_secret(spec).map_err(Failure::usage)?;
@@ -160,7 +205,10 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     for spec in &args.ssh {
         ssh_sources.push(build::mounts::parse_ssh(spec).map_err(Failure::usage)?);
     }
-    let store = Store::open(&store_root).map_err(build_failure)?;
+    let store = match store {
+        Some(s) => s,
+        None => Store::open(&store_root).map_err(build_failure)?,
+    };
     let work = tempfile::Builder::new()
         .prefix(&Store::temp_prefix("build"))
         .tempdir_in(store_root.join("tmp"))
@@ -192,43 +240,9 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     }
     // Dropped before `work`: the work directory's mounts go first.
     let _mounts = Unmount;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let bopts = BuildOptions {
-        context: args.context.clone(),
-        ignore,
-        named,
-        source_date_epoch: sde,
-        compression,
-        threads,
-        work: work.path().to_path_buf(),
-        pull: args.pull,
-        materialize: outputs
-            .iter()
-            .any(|o| matches!(o.kind, export::Kind::Local | export::Kind::Tar)),
-        quiet,
-        secrets,
-        ssh,
-        network: args.network.map(|n| match n {
-            crate::cli::Network::Default => "default".to_string(),
-            crate::cli::Network::None => "none".to_string(),
-            crate::cli::Network::Host => "host".to_string(),
-        }),
-        no_cache: args.no_cache,
-        no_cache_filter: args.no_cache_filter.clone(),
-        max_parallelism: match args.max_parallelism {
-            Some(0) => return Err(Failure::usage("--max-parallelism must be at least 1")),
-            Some(n) => n,
-            None => threads,
-        },
-        explain: args.explain || args.progress == Progress::Plain || !quiet,
-        dockerfile_id: match &settings.dockerfile {
-            DockerfileSource::Path(p) => std::fs::canonicalize(p)
-                .unwrap_or_else(|_| p.clone())
-                .to_string_lossy()
-                .into_owned(),
-            DockerfileSource::Stdin => "-".into(),
-        },
-    };
+    bopts.secrets = secrets;
+    bopts.ssh = ssh;
+    bopts.work = work.path().to_path_buf();
     let explain_quiet = quiet && args.explain;
     let log = |line: &str| {
         if !quiet || (explain_quiet && line.starts_with("  cache miss")) {

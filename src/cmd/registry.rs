@@ -1,7 +1,7 @@
 //! `kiln pull REF` and `kiln push OCI-ARCHIVE REF`.
 
 use super::{exit, Failure};
-use crate::cli::{LoginArgs, LogoutArgs, PruneArgs, PullArgs, PushArgs};
+use crate::cli::{DuArgs, LoginArgs, LogoutArgs, PruneArgs, PullArgs, PushArgs};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::io::Read;
@@ -224,22 +224,101 @@ pub fn logout(args: &LogoutArgs) -> Result<i32, Failure> {
 
 /// `kiln prune`: removes the store, once it is clear it is one.
 pub fn prune(args: &PruneArgs) -> Result<i32, Failure> {
+    use crate::store::gc;
     let root = args
         .cache_dir
         .clone()
         .unwrap_or_else(crate::store::default_root);
+    let mut opts = gc::PruneOptions {
+        all: args.all,
+        ..Default::default()
+    };
+    if let Some(s) = &args.keep_storage {
+        opts.keep_storage =
+            Some(gc::parse_size(s).map_err(|e| Failure::usage(format!("--keep-storage: {e}")))?);
+    }
+    for f in &args.filter {
+        match f.split_once('=') {
+            Some(("until", d)) => {
+                opts.until = Some(
+                    gc::parse_duration(d)
+                        .map_err(|e| Failure::usage(format!("--filter until: {e}")))?,
+                );
+            }
+            _ => {
+                return Err(Failure::usage(format!(
+                    "--filter {f:?}: the only filter is until=DURATION (e.g. until=24h)"
+                )))
+            }
+        }
+    }
     if !root.exists() {
         eprintln!("nothing to remove: {} does not exist", root.display());
         return Ok(0);
     }
     if !root.join("blobs").is_dir() {
         return Err(Failure::usage(format!(
-            "{} is not a kiln store (it has no blobs/): not removing it",
+            "{} is not a kiln store (it has no blobs/): not pruning it",
             root.display()
         )));
     }
-    std::fs::remove_dir_all(&root)
-        .map_err(|e| failure(anyhow!("cannot remove {}: {e}", root.display())))?;
-    eprintln!("removed {}", root.display());
+    let waiting = || eprintln!("waiting for the builds using {} to finish", root.display());
+    let store = crate::store::Store::open_exclusive(&root, &waiting)
+        .map_err(|e| failure(anyhow!("{e}")))?;
+    let p = gc::prune(&store, &opts);
+    if args.all {
+        drop(store);
+        std::fs::remove_dir_all(&root)
+            .map_err(|e| failure(anyhow!("cannot remove {}: {e}", root.display())))?;
+    }
+    eprintln!(
+        "removed {} cache entries, {} blobs and {} snapshots: {} freed",
+        p.entries,
+        p.blobs,
+        p.snapshots,
+        gc::human(p.bytes)
+    );
+    Ok(0)
+}
+
+/// `kiln du`: the store's disk use by kind.
+pub fn du(args: &DuArgs) -> Result<i32, Failure> {
+    use crate::store::gc;
+    let root = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::store::default_root);
+    if !root.join("blobs").is_dir() {
+        println!("{}: no store", root.display());
+        return Ok(0);
+    }
+    let store = crate::store::Store::open(&root).map_err(|e| failure(anyhow!("{e}")))?;
+    let u = gc::usage(&store);
+    println!("{}", root.display());
+    println!("  cache entries  {:>6}", u.entries);
+    println!(
+        "  blobs          {:>6}  {:>10}",
+        u.blobs.0,
+        gc::human(u.blobs.1)
+    );
+    println!(
+        "  snapshots      {:>6}  {:>10}",
+        u.snapshots.0,
+        gc::human(u.snapshots.1)
+    );
+    println!(
+        "  cache mounts   {:>6}  {:>10}",
+        u.cache_mounts.0,
+        gc::human(u.cache_mounts.1)
+    );
+    println!("  other                  {:>10}", gc::human(u.other));
+    println!(
+        "  total                  {:>10}",
+        gc::human(u.blobs.1 + u.snapshots.1 + u.cache_mounts.1 + u.other)
+    );
+    println!(
+        "  reclaimable            {:>10}  (kiln prune)",
+        gc::human(u.reclaimable)
+    );
     Ok(0)
 }

@@ -6,6 +6,7 @@
 //! `layout/write.go` does the same). Writing a blob that already exists
 //! only drops the temporary file.
 
+pub mod gc;
 pub mod index;
 
 use std::fs;
@@ -38,6 +39,9 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// The lock on `<root>/gc.lock`: shared while a build (or any other
+    /// user) has the store open, exclusive for `kiln prune`.
+    _gc: Option<std::sync::Arc<fs::File>>,
 }
 
 /// The hex part of a `sha256:` digest, checked.
@@ -54,11 +58,46 @@ impl Store {
     /// Opens (creating when missing) the store at `root`, and removes what
     /// interrupted builds left in its `tmp/`.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        Store::open_shared(root)
+    }
+
+    /// Opens the store for `kiln prune`: waits until no build has it open,
+    /// and keeps builds out until dropped. `waiting` is called once if
+    /// that means waiting.
+    pub fn open_exclusive(root: &Path, waiting: &dyn Fn()) -> Result<Store, StoreError> {
+        let file = Store::gc_file(root)?;
+        use rustix::fs::FlockOperation as F;
+        if rustix::fs::flock(&file, F::NonBlockingLockExclusive).is_err() {
+            waiting();
+            rustix::fs::flock(&file, F::LockExclusive)
+                .map_err(|e| io_err("cannot lock", &root.join("gc.lock"))(e.into()))?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+            _gc: Some(std::sync::Arc::new(file)),
+        })
+    }
+
+    fn gc_file(root: &Path) -> Result<fs::File, StoreError> {
         for dir in [root.join("blobs/sha256"), root.join("tmp")] {
             fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
         }
+        let path = root.join("gc.lock");
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("cannot open", &path))
+    }
+
+    fn open_shared(root: &Path) -> Result<Store, StoreError> {
+        let file = Store::gc_file(root)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+            .map_err(|e| io_err("cannot lock", &root.join("gc.lock"))(e.into()))?;
         let store = Store {
             root: root.to_path_buf(),
+            _gc: Some(std::sync::Arc::new(file)),
         };
         store.sweep();
         Ok(store)

@@ -345,3 +345,113 @@ fn builds_killed_at_random_leave_a_usable_cache() {
     assert_eq!(files["again"].len(), 108894);
     assert!(!files.contains_key("numbers"));
 }
+
+fn kiln_cmd(c: &Ctx, args: &[&str]) -> std::process::Output {
+    Command::new(crate::util::kiln_bin())
+        .args(args)
+        .arg("--cache-dir")
+        .arg(c.path("store"))
+        .output()
+        .expect("kiln")
+}
+
+fn entries(c: &Ctx) -> usize {
+    std::fs::read_dir(c.path("store/cache/index")).map_or(0, |rd| rd.count())
+}
+
+/// `--dry-run` says which steps would come from the cache and why the
+/// others would run, and runs nothing.
+#[test]
+fn dry_run_shows_what_would_hit() {
+    let c = busybox(
+        "COPY app.txt /app/\nRUN busybox cat /app/app.txt > /copy\n",
+        &[("app.txt", "one\n")],
+    );
+    let _ = build(&c, &[]);
+    let o = c.kiln_env(&["--dry-run"], &[SDE]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("COPY app.txt /app/  CACHED"), "{out}");
+    assert!(
+        out.contains("RUN busybox cat /app/app.txt > /copy  CACHED"),
+        "{out}"
+    );
+    let before = entries(&c);
+    c.write("app.txt", "two\n");
+    let o = c.kiln_env(&["--dry-run"], &[SDE]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("would run: 1 file changed: app.txt"), "{out}");
+    assert!(
+        out.contains("would run: parent would run (COPY app.txt /app/)"),
+        "{out}"
+    );
+    assert_eq!(entries(&c), before, "a dry run built something");
+}
+
+/// `kiln prune` keeps what the index reaches, `--filter until=` drops
+/// entries not used lately, `--keep-storage` the least recently used
+/// ones, `--all` everything; `kiln du` reports; a running build holds
+/// prune off until it ends.
+#[test]
+fn prune_and_du_manage_the_cache() {
+    let c = busybox(
+        "ARG V=1\nRUN echo $V > /v && busybox seq 1 50000 > /n\n",
+        &[],
+    );
+    let _ = build(&c, &["--build-arg", "V=1"]);
+    let _ = build(&c, &["--build-arg", "V=2"]);
+    assert_eq!(entries(&c), 3);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Used again: V=2's entries (and the shared COPY) are recent.
+    let _ = build(&c, &["--build-arg", "V=2"]);
+    let du = kiln_cmd(&c, &["du"]);
+    assert!(du.status.success(), "{}", stderr(&du));
+    let text = String::from_utf8_lossy(&du.stdout).into_owned();
+    assert!(text.contains("cache entries       3"), "{text}");
+
+    let p = kiln_cmd(&c, &["prune", "--filter", "until=1s"]);
+    assert!(p.status.success(), "{}", stderr(&p));
+    assert!(
+        stderr(&p).contains("removed 1 cache entries"),
+        "{}",
+        stderr(&p)
+    );
+    assert_eq!(entries(&c), 2);
+    let again = build(&c, &["--build-arg", "V=2"]);
+    assert!(again.contains("(2 steps cached, 0 ran)"), "{again}");
+    let v1 = build(&c, &["--build-arg", "V=1"]);
+    assert!(v1.contains("(1 steps cached, 1 ran)"), "{v1}");
+
+    // A build in progress keeps prune waiting, and is not disturbed.
+    let slow = busybox("RUN sleep 2 && echo slow > /slow\n", &[]);
+    let child = Command::new(crate::util::kiln_bin())
+        .arg("build")
+        .arg("--cache-dir")
+        .arg(c.path("store"))
+        .arg(slow.ctx())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("kiln");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let p = kiln_cmd(&c, &["prune", "--keep-storage", "0"]);
+    assert!(p.status.success(), "{}", stderr(&p));
+    assert!(
+        stderr(&p).contains("waiting for the builds"),
+        "{}",
+        stderr(&p)
+    );
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // --keep-storage 0 dropped every entry, then what they reached.
+    assert_eq!(entries(&c), 0);
+    let du = kiln_cmd(&c, &["du"]);
+    let text = String::from_utf8_lossy(&du.stdout).into_owned();
+    assert!(text.contains("snapshots           0"), "{text}");
+
+    let p = kiln_cmd(&c, &["prune", "--all"]);
+    assert!(p.status.success(), "{}", stderr(&p));
+    assert!(!c.path("store").exists());
+    let bad = kiln_cmd(&c, &["prune", "--filter", "since=1h"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}

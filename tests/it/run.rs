@@ -642,7 +642,7 @@ fn rootless_run_matches_root() {
             "--clear-groups",
         ])
         .arg(crate::util::kiln_bin())
-        .args(["prune", "--cache-dir"])
+        .args(["prune", "--all", "--cache-dir"])
         .arg(&store)
         .env("HOME", tmp.path())
         .output()
