@@ -33,8 +33,18 @@ fn main() {
         Command::Push(a) => Some(a.progress),
         _ => None,
     };
-    if progress == Some(kiln::cli::Progress::Plain) {
-        kiln::progress::set(Box::new(kiln::progress::Plain::default()));
+    match &cli.command {
+        // A build shows its steps; transfers only with --progress=plain.
+        Command::Build(a) if a.quiet || a.progress == kiln::cli::Progress::Quiet => {
+            kiln::progress::set(Box::new(kiln::progress::Quiet { explain: a.explain }));
+        }
+        Command::Build(a) => kiln::progress::set(Box::new(kiln::progress::Plain::new(
+            a.progress != kiln::cli::Progress::Plain,
+        ))),
+        _ if progress == Some(kiln::cli::Progress::Plain) => {
+            kiln::progress::set(Box::new(kiln::progress::Plain::default()));
+        }
+        _ => {}
     }
     let result = match &cli.command {
         Command::Build(args) => cmd::build::run(args),

@@ -67,8 +67,6 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     /// How many stages may run at once.
     pub max_parallelism: usize,
-    /// Say why each step that runs missed the cache.
-    pub explain: bool,
     /// Identifies the Dockerfile across builds (its path), for cache-miss
     /// explanations.
     pub dockerfile_id: String,
@@ -116,9 +114,9 @@ pub fn dry_run(
     plan: &Plan,
     opts: &BuildOptions,
     store: &Store,
-    log: &(dyn Fn(&str) + Sync),
+    report: &(dyn Fn(&crate::progress::Event) + Sync),
 ) -> Result<Counts> {
-    let (_, (cached, ran)) = solve::solve(plan, opts, store, log)?;
+    let (_, (cached, ran)) = solve::solve(plan, opts, store, report)?;
     Ok(Counts { cached, ran })
 }
 
@@ -127,11 +125,11 @@ pub fn build(
     plan: &Plan,
     opts: &BuildOptions,
     store: &Store,
-    log: &(dyn Fn(&str) + Sync),
+    report: &(dyn Fn(&crate::progress::Event) + Sync),
 ) -> Result<(Built, Counts)> {
     let now = opts.source_date_epoch.unwrap_or_else(unix_now);
     let created = crate::image::config::rfc3339(now, 0);
-    let (mut target, (cached, ran)) = solve::solve(plan, opts, store, log)?;
+    let (mut target, (cached, ran)) = solve::solve(plan, opts, store, report)?;
     if opts.materialize {
         target.view.materialize(store)?;
     }
@@ -264,6 +262,7 @@ fn run_step(
     state: &mut StageState,
     sh: &solve::Shared,
     cached: Option<LayerBlob>,
+    at: &solve::At,
 ) -> Result<Option<LayerBlob>> {
     let (opts, store, created) = (sh.opts, sh.store, sh.created.as_str());
     let made = match &step.op {
@@ -273,7 +272,7 @@ fn run_step(
                     state.view.add_cached(l.clone());
                     (l, run::history_text(argv, args))
                 }
-                None => run::run(&step.op, state, sh)?,
+                None => run::run(&step.op, state, sh, at)?,
             };
             push_history(state, created, text, Some(layer.clone()))?;
             Some(layer)

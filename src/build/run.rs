@@ -30,6 +30,7 @@ pub fn run(
     op: &Op,
     state: &mut StageState,
     sh: &super::solve::Shared,
+    at: &super::solve::At,
 ) -> Result<(crate::image::LayerBlob, String)> {
     let (opts, store) = (sh.opts, sh.store);
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -143,8 +144,8 @@ pub fn run(
         secrets_dir: dir.join("secrets"),
     };
     std::fs::create_dir_all(&spec.secrets_dir).context("cannot create a secrets directory")?;
-    let echo = |line: &str| eprintln!("{line}");
-    let echo: Option<&dyn Fn(&str)> = if opts.quiet { None } else { Some(&echo) };
+    let echo = |line: &str| at.report(sh, crate::progress::StepEvent::Output(line));
+    let echo: Option<&dyn Fn(&str)> = Some(&echo);
     let outcome = crate::exec::run(&spec, &dir.join("spec.json"), &prepared.secrets, echo)?;
     drop(prepared);
     let shown = go_quote_argv(argv);

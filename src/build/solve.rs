@@ -18,6 +18,7 @@ use super::cache::{self, Files, Inputs};
 use super::{import, BuildOptions, StageState};
 use crate::context::checksum::{Selection, StatCache};
 use crate::plan::{Base, Op, Plan, Source, Stage, Step};
+use crate::progress::{Event, StepEvent};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,7 +40,7 @@ pub(super) struct Shared<'a> {
     pub images: import::Images,
     done: Mutex<BTreeMap<usize, Finished>>,
     cancel: AtomicBool,
-    log: &'a (dyn Fn(&str) + Sync),
+    report: &'a (dyn Fn(&Event) + Sync),
     stat: Mutex<BTreeMap<PathBuf, Arc<StatCache>>>,
     /// The number of each stage's FROM line in the progress output.
     numbers: BTreeMap<usize, usize>,
@@ -84,8 +85,8 @@ impl Shared<'_> {
             .clone()
     }
 
-    fn log(&self, line: &str) {
-        (self.log)(line);
+    fn report(&self, e: &Event) {
+        (self.report)(e);
     }
 }
 
@@ -94,7 +95,7 @@ pub(super) fn solve(
     plan: &Plan,
     opts: &BuildOptions,
     store: &Store,
-    log: &(dyn Fn(&str) + Sync),
+    report: &(dyn Fn(&Event) + Sync),
 ) -> Result<(StageState, (usize, usize))> {
     let now = opts.source_date_epoch.unwrap_or_else(super::unix_now);
     let mut numbers = BTreeMap::new();
@@ -112,7 +113,7 @@ pub(super) fn solve(
         images: import::Images::new(opts.work.join("images")),
         done: Mutex::new(BTreeMap::new()),
         cancel: AtomicBool::new(false),
-        log,
+        report,
         stat: Mutex::new(BTreeMap::new()),
         numbers,
         total,
@@ -212,24 +213,24 @@ fn schedule(sh: &Shared) -> Result<()> {
 
 fn run_stage(sh: &Shared, st: &Stage) -> Result<()> {
     let number = sh.numbers.get(&st.index).copied().unwrap_or(0);
-    sh.log(&format!(
-        "[{number}/{}] {} FROM {}",
-        sh.total,
-        st.display_name(),
-        super::base_text(&st.base)
-    ));
+    let name = st.display_name();
+    let from = format!("FROM {}", super::base_text(&st.base));
+    At {
+        n: number,
+        stage: &name,
+        text: &from,
+    }
+    .report(sh, StepEvent::Start);
     let (mut state, mut parent) = start(sh, st).map_err(|e| super::step_error(st.line, e))?;
     for (i, step) in st.steps.iter().enumerate() {
         if sh.cancel.load(Ordering::SeqCst) {
             return Err(Cancelled.into());
         }
-        let head = format!(
-            "[{}/{}] {} {}",
-            number + i + 1,
-            sh.total,
-            st.display_name(),
-            step.text
-        );
+        let head = At {
+            n: number + i + 1,
+            stage: &name,
+            text: &step.text,
+        };
         run_step(sh, st, i, step, &mut state, &mut parent, &head)
             .map_err(|e| super::step_error(step.line, e))?;
     }
@@ -244,6 +245,25 @@ fn run_stage(sh: &Shared, st: &Stage) -> Result<()> {
             },
         );
     Ok(())
+}
+
+/// Where a step is, for progress events.
+pub(super) struct At<'a> {
+    pub n: usize,
+    pub stage: &'a str,
+    pub text: &'a str,
+}
+
+impl At<'_> {
+    pub fn report(&self, sh: &Shared, what: StepEvent) {
+        sh.report(&Event::Step {
+            n: self.n,
+            total: sh.total,
+            stage: self.stage,
+            text: self.text,
+            what,
+        });
+    }
 }
 
 /// The step before: its key and, for explanations, its text.
@@ -399,12 +419,12 @@ fn run_step(
     step: &Step,
     state: &mut StageState,
     parent: &mut Parent,
-    head: &str,
+    head: &At,
 ) -> Result<()> {
     let layered = matches!(step.op, Op::Run { .. } | Op::Copy(_) | Op::Workdir { .. });
     if !layered {
-        sh.log(head);
-        super::run_step(step, state, sh, None)?;
+        head.report(sh, StepEvent::Start);
+        super::run_step(step, state, sh, None, head)?;
         return Ok(());
     }
     if sh.opts.dry_run {
@@ -432,15 +452,15 @@ fn run_step(
         None => cache::explain(sh.store, &slot, &inputs, &files),
     };
     sh.misses.fetch_add(1, Ordering::Relaxed);
-    sh.log(head);
-    if sh.opts.explain {
-        sh.log(&format!("  cache miss: {reason}"));
-    }
+    head.report(sh, StepEvent::Start);
+    head.report(sh, StepEvent::Miss(&reason));
+    let began = std::time::Instant::now();
     if state.view.is_opaque() {
         state.view.materialize(sh.store)?;
     }
-    let layer =
-        super::run_step(step, state, sh, None)?.ok_or_else(|| anyhow!("the step made no layer"))?;
+    let layer = super::run_step(step, state, sh, None, head)?
+        .ok_or_else(|| anyhow!("the step made no layer"))?;
+    head.report(sh, StepEvent::Done(began.elapsed().as_secs_f64()));
     sh.store
         .cache_put(&key, &crate::store::index::Entry::new(&layer, &step.text))?;
     for (sum, list) in &files {
@@ -462,28 +482,25 @@ fn dry_step(
     step: &Step,
     state: &mut StageState,
     parent: &mut Parent,
-    head: &str,
+    head: &At,
 ) -> Result<()> {
     if let Op::Workdir { .. } = step.op {
         super::meta::apply(&step.op, &mut state.config, &mut state.cmd_set);
     }
     let verdict = if parent.key == UNKNOWN {
-        Err(format!("would run: {}", parent.text))
+        Err(parent.text.clone())
     } else {
         match inputs(sh, step, state, parent) {
-            Err(e) => Err(format!("would run: {}", crate::error_chain(&e))),
+            Err(e) => Err(crate::error_chain(&e)),
             Ok((inputs, files, uncacheable)) => {
                 let key = inputs.key();
                 let forced = no_cache(sh, st).or(uncacheable);
                 match forced {
-                    Some(r) => Err(format!("would run: {r}")),
+                    Some(r) => Err(r),
                     None if sh.store.cache_get(&key).is_ok() => Ok(key),
                     None => {
                         let slot = slot_of(sh, st, i);
-                        Err(format!(
-                            "would run: {}",
-                            cache::explain(sh.store, &slot, &inputs, &files)
-                        ))
+                        Err(cache::explain(sh.store, &slot, &inputs, &files))
                     }
                 }
             }
@@ -492,7 +509,7 @@ fn dry_step(
     match verdict {
         Ok(key) => {
             sh.hits.fetch_add(1, Ordering::Relaxed);
-            sh.log(&format!("{head}  CACHED"));
+            head.report(sh, StepEvent::Cached);
             *parent = Parent {
                 key,
                 text: step.text.clone(),
@@ -500,8 +517,8 @@ fn dry_step(
         }
         Err(why) => {
             sh.misses.fetch_add(1, Ordering::Relaxed);
-            sh.log(head);
-            sh.log(&format!("  {why}"));
+            head.report(sh, StepEvent::Start);
+            head.report(sh, StepEvent::WouldRun(&why));
             *parent = Parent {
                 key: UNKNOWN.into(),
                 text: format!("parent would run ({})", step.text),
@@ -525,13 +542,13 @@ fn hit(
     step: &Step,
     state: &mut StageState,
     parent: &mut Parent,
-    head: &str,
+    head: &At,
     key: String,
     entry: crate::store::index::Entry,
 ) -> Result<()> {
     sh.hits.fetch_add(1, Ordering::Relaxed);
-    sh.log(&format!("{head}  CACHED"));
-    super::run_step(step, state, sh, Some(entry.layer()))?;
+    head.report(sh, StepEvent::Cached);
+    super::run_step(step, state, sh, Some(entry.layer()), head)?;
     *parent = Parent {
         key,
         text: step.text.clone(),

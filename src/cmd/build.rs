@@ -158,7 +158,6 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             Some(n) => n,
             None => threads,
         },
-        explain: args.explain || args.progress == Progress::Plain || !quiet,
         dockerfile_id: match &settings.dockerfile {
             DockerfileSource::Path(p) => std::fs::canonicalize(p)
                 .unwrap_or_else(|_| p.clone())
@@ -180,7 +179,11 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
                 bopts.dry_run = true;
                 bopts.max_parallelism = 1;
                 println!("cache ({}):", store_root.display());
-                let log = |line: &str| println!("  {line}");
+                let log = |e: &crate::progress::Event| {
+                    if let Some(line) = e.step_line() {
+                        println!("  {line}");
+                    }
+                };
                 if let Err(e) = build::dry_run(&plan, &bopts, store, &log) {
                     eprintln!("error: {}", chain(&e));
                     return Ok(exit::BUILD);
@@ -243,12 +246,8 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     bopts.secrets = secrets;
     bopts.ssh = ssh;
     bopts.work = work.path().to_path_buf();
-    let explain_quiet = quiet && args.explain;
-    let log = |line: &str| {
-        if !quiet || (explain_quiet && line.starts_with("  cache miss")) {
-            eprintln!("{line}");
-        }
-    };
+    // Step events go to the renderer main chose.
+    let log = |e: &crate::progress::Event| crate::progress::emit(e);
     let (mut built, counts) = match build::build(&plan, &bopts, &store, &log) {
         Ok(b) => b,
         Err(e) => return Ok(report(&e, &settings.display_name, &src)),

@@ -24,7 +24,7 @@ impl Action {
 }
 
 /// One progress event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event<'a> {
     /// `done` of `total` bytes of blob `id` have moved.
     Bytes {
@@ -40,6 +40,57 @@ pub enum Event<'a> {
         total: u64,
         how: &'a str,
     },
+    /// Build step `n` of `total` (a stage's FROM counts as one).
+    Step {
+        n: usize,
+        total: usize,
+        stage: &'a str,
+        text: &'a str,
+        what: StepEvent<'a>,
+    },
+}
+
+/// What happened to a build step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepEvent<'a> {
+    /// It starts (a FROM, an instruction without a layer, or a miss).
+    Start,
+    /// The cache has it: nothing runs.
+    Cached,
+    /// It missed the cache, for this reason; it runs.
+    Miss(&'a str),
+    /// A dry run: it would run, for this reason.
+    WouldRun(&'a str),
+    /// A line of its output.
+    Output(&'a str),
+    /// It finished, after this many seconds.
+    Done(f64),
+    /// It failed.
+    Error(&'a str),
+}
+
+impl Event<'_> {
+    /// The line a step event shows as, in plain text (`None`: nothing).
+    pub fn step_line(&self) -> Option<String> {
+        let Event::Step {
+            n,
+            total,
+            stage,
+            text,
+            what,
+        } = self
+        else {
+            return None;
+        };
+        match what {
+            StepEvent::Start => Some(format!("[{n}/{total}] {stage} {text}")),
+            StepEvent::Cached => Some(format!("[{n}/{total}] {stage} {text}  CACHED")),
+            StepEvent::Miss(why) => Some(format!("  cache miss: {why}")),
+            StepEvent::WouldRun(why) => Some(format!("  would run: {why}")),
+            StepEvent::Output(line) => Some(line.to_string()),
+            StepEvent::Done(_) | StepEvent::Error(_) => None,
+        }
+    }
 }
 
 /// Where events go.
@@ -61,11 +112,49 @@ pub fn emit(e: &Event) {
     }
 }
 
-/// `--progress=plain`: a line per blob at most every half second, and one
-/// when it is finished, on stderr.
+/// `--progress=plain`: build steps as they start (with the reason of each
+/// cache miss) and their output; a line per blob at most every half
+/// second, and one when it is finished; on stderr.
 #[derive(Default)]
 pub struct Plain {
     last: Mutex<HashMap<String, Instant>>,
+    /// Leave out transfers (`auto` on a terminal, until a live view).
+    pub steps_only: bool,
+}
+
+impl Plain {
+    /// Steps only, or steps and transfers.
+    pub fn new(steps_only: bool) -> Plain {
+        Plain {
+            steps_only,
+            ..Default::default()
+        }
+    }
+}
+
+/// `-q`: nothing, or with `--explain` only why steps missed the cache.
+pub struct Quiet {
+    pub explain: bool,
+}
+
+impl Sink for Quiet {
+    fn event(&self, e: &Event) {
+        if let Event::Step {
+            n,
+            total,
+            stage,
+            text,
+            what: StepEvent::Miss(why),
+        } = e
+        {
+            if self.explain {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "[{n}/{total}] {stage} {text}: cache miss: {why}"
+                );
+            }
+        }
+    }
 }
 
 const EVERY: Duration = Duration::from_millis(500);
@@ -73,6 +162,11 @@ const EVERY: Duration = Duration::from_millis(500);
 impl Sink for Plain {
     fn event(&self, e: &Event) {
         let line = match e {
+            Event::Step { .. } => match e.step_line() {
+                Some(l) => l,
+                None => return,
+            },
+            Event::Bytes { .. } | Event::Finished { .. } if self.steps_only => return,
             Event::Bytes {
                 action,
                 id,
