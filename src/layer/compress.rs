@@ -502,6 +502,49 @@ fn worker(jobs: &Mutex<Receiver<Job>>, level: u32) {
 
 /// Deflates `buf[dict_len..]` primed with `buf[..dict_len]`: a pure
 /// function of its inputs, which makes the output thread-count independent.
+/// `buf[dict_len..]` as deflate stored blocks (RFC 1951 3.2.4), written
+/// here rather than by zlib, whose stored blocks are cut to the room left
+/// in its output buffer (which would make the bytes depend on buffer
+/// reuse, so on the thread count). Blocks start on a byte boundary, so
+/// each is one header byte, LEN, NLEN and the bytes; only the last block
+/// of the stream has BFINAL.
+fn stored_block(buf: Vec<u8>, dict_len: usize, last: bool, mut out: Vec<u8>) -> Done {
+    let input = &buf[dict_len..];
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(input);
+    out.clear();
+    out.reserve(input.len() + input.len() / 65535 * 5 + 10);
+    let mut chunks: Vec<&[u8]> = input.chunks(65535).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let n = chunks.len();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let len = chunk.len() as u16;
+        out.push(u8::from(last && i + 1 == n));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    Done { buf, out, crc }
+}
+
+/// Whether a block's bytes are spread as evenly as random data's: the
+/// sum of the squares of the byte counts is within 2% of its minimum
+/// (`n²/256`), checked in integers.
+fn looks_incompressible(input: &[u8]) -> bool {
+    if input.len() < 16 << 10 {
+        return false;
+    }
+    let mut counts = [0u64; 256];
+    for &b in input {
+        counts[b as usize] += 1;
+    }
+    let squares: u128 = counts.iter().map(|&c| u128::from(c) * u128::from(c)).sum();
+    let n = input.len() as u128;
+    squares * 256 * 100 < n * n * 102
+}
+
 fn compress_block(
     level: u32,
     buf: Vec<u8>,
@@ -514,6 +557,18 @@ fn compress_block(
     // and its output then depended on the blocks it had compressed before
     // (seen with zlib-rs: 1 and 2 threads gave different bytes). A new
     // stream starts zeroed; allocating it is noise next to deflating 128 KiB.
+    // Data that is already compressed (images, fonts, archives) is stored,
+    // not deflated: deflate cannot shrink it and is at its slowest on it.
+    // The choice depends on the block's bytes alone, so the output stays
+    // the same at any thread count and on any machine.
+    let level = if level > 0 && looks_incompressible(&buf[dict_len..]) {
+        0
+    } else {
+        level
+    };
+    if level == 0 {
+        return Ok(stored_block(buf, dict_len, last, out));
+    }
     let c = &mut Compress::new(flate2::Compression::new(level), false);
     if dict_len > 0 {
         c.set_dictionary(&buf[..dict_len])
@@ -645,6 +700,26 @@ mod tests {
                 "{threads} threads"
             );
         }
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored() {
+        assert!(looks_incompressible(&random_bytes(BLOCK_SIZE, 1)));
+        assert!(!looks_incompressible(&text_bytes(BLOCK_SIZE, 1)));
+        assert!(!looks_incompressible(&vec![0u8; BLOCK_SIZE]));
+        let mut mixed = random_bytes(4 * BLOCK_SIZE, 5);
+        mixed.extend(text_bytes(4 * BLOCK_SIZE, 5));
+        let (gz, _) = compress(&mixed, GZ6, 2, 65536);
+        assert_eq!(gunzip(&gz), mixed);
+        let (random_part, _) = compress(&mixed[..4 * BLOCK_SIZE], GZ6, 1, 65536);
+        // Stored: a few bytes of framing per 64 KiB, never deflate's
+        // attempts.
+        assert!(
+            random_part.len() < 4 * BLOCK_SIZE + 4 * BLOCK_SIZE / 1000 + 64,
+            "{}",
+            random_part.len()
+        );
+        assert!(gz.len() < mixed.len() * 3 / 4, "{}", gz.len());
     }
 
     #[test]
