@@ -10,8 +10,9 @@
 //! - `arg:NAME` and `env:NAME`: the build args and environment in scope
 //!   that reach the step (proxy args never do, as in Docker);
 //! - `src:N`: checksums of what COPY, ADD and bind mounts read: the files
-//!   selected after `.dockerignore` (names, contents, modes, owners,
-//!   symlink targets; not times), another stage's key, an image's digest;
+//!   selected (after `.dockerignore`, from the context) with their names,
+//!   contents, modes, owners and symlink targets, not times, whether they
+//!   come from the context or another stage; an image's digest;
 //! - `platform` and `format` (compression, SOURCE_DATE_EPOCH: they change
 //!   the layer's bytes).
 //!
@@ -103,7 +104,7 @@ pub fn record_files(store: &Store, checksum: &str, files: &[(String, String)]) {
     let _ = store.write_small(&path, text.as_bytes());
 }
 
-fn load_files(store: &Store, checksum: &str) -> Option<Vec<(String, String)>> {
+pub fn load_files(store: &Store, checksum: &str) -> Option<Vec<(String, String)>> {
     let hex = crate::store::digest_hex(checksum).ok()?;
     let text = fs::read_to_string(store.root().join("cache/files").join(hex)).ok()?;
     Some(
@@ -112,6 +113,23 @@ fn load_files(store: &Store, checksum: &str) -> Option<Vec<(String, String)>> {
             .map(|(rec, name)| (name.to_string(), rec.to_string()))
             .collect(),
     )
+}
+
+/// The checksum of the files a step selects from a stage whose key is
+/// known, remembered from when it was computed (`<store>/cache/derived/`):
+/// a stage that comes from the cache need not be unpacked to key a COPY
+/// from it.
+pub fn derived_get(store: &Store, memo: &str) -> Option<String> {
+    let text = fs::read_to_string(store.root().join("cache/derived").join(memo)).ok()?;
+    let sum = text.trim().to_string();
+    crate::store::digest_hex(&sum).is_ok().then_some(sum)
+}
+
+pub fn derived_put(store: &Store, memo: &str, checksum: &str) {
+    let _ = store.write_small(
+        &store.root().join("cache/derived").join(memo),
+        checksum.as_bytes(),
+    );
 }
 
 /// Current per-file records of this build's source checksums, by
@@ -191,11 +209,6 @@ pub fn explain(store: &Store, slot: &str, inputs: &Inputs, files: &Files) -> Str
         };
         if let (Some(of), Some(nf)) = (load_files(store, &o), files.get(&n)) {
             return crate::context::checksum::describe_changes(&of, nf);
-        }
-        if let (Some(os), Some(ns)) = (o.strip_prefix("stage "), n.strip_prefix("stage ")) {
-            let name = ns.split(' ').next().unwrap_or(ns);
-            let _ = os;
-            return format!("source stage {name} changed");
         }
         if let Some(ni) = n.strip_prefix("image ") {
             return format!("source image now resolves to {ni}");

@@ -674,7 +674,7 @@ fn source_checksum(
                 if key == UNKNOWN {
                     bail!("source stage {name} would run");
                 }
-                return Ok(format!("stage {name} {key}"));
+                return stage_checksum(sh, *index, &name, &key, sel, files);
             }
             Source::Image { reference } => match sh.opts.named.get(reference) {
                 Some(import::NamedContext::Dir(d)) => {
@@ -702,6 +702,64 @@ fn source_checksum(
         }
     }
     let (sum, list) = selection.finish();
+    files.insert(sum.clone(), list);
+    Ok(sum)
+}
+
+/// The checksum of what a step selects from a finished stage: its files'
+/// contents, as for the context, so that a stage rebuilt to the same
+/// files still gives a hit. Remembered per stage key and selection.
+fn stage_checksum(
+    sh: &Shared,
+    index: usize,
+    name: &str,
+    key: &str,
+    sel: &SourceSel,
+    files: &mut Files,
+) -> Result<String> {
+    let what = format!("stage {name}");
+    let desc = match sel {
+        SourceSel::Copy(c) => serde_json::json!({
+            "sources": c.sources,
+            "exclude": c.exclude,
+            "add": c.add,
+            "checksum": c.checksum,
+        })
+        .to_string(),
+        SourceSel::Path(p) => serde_json::json!({ "path": p }).to_string(),
+    };
+    let mut memo = Inputs::default();
+    memo.set("stage", key);
+    memo.set("selection", desc);
+    let memo = memo.key();
+    let memo = crate::store::digest_hex(&memo)?.to_string();
+    if let Some(sum) = cache::derived_get(sh.store, &memo) {
+        if let Some(list) = cache::load_files(sh.store, &sum) {
+            files.insert(sum.clone(), list);
+        }
+        return Ok(sum);
+    }
+    if sh.opts.dry_run {
+        bail!("the files of {what} were never checksummed");
+    }
+    let st = sh.stage(index)?;
+    let mut st = st.lock().map_err(|_| anyhow!("{what} failed"))?;
+    st.view.materialize(sh.store)?;
+    let root = st.view.root.clone();
+    // Stage roots are mounts that change between builds: no stat cache.
+    let stat = StatCache::in_memory();
+    let mut selection = Selection::new();
+    match sel {
+        SourceSel::Copy(c) => select_copy(c, &root, None, &what, &stat, &mut selection)?,
+        SourceSel::Path(p) => {
+            let rel = crate::snapshot::resolve_in_root(&root, p, true)
+                .with_context(|| format!("mount source {p:?} in {what}"))?;
+            select_tree(&root, &rel, &rel, None, None, &stat, &mut selection)?;
+        }
+    }
+    let (sum, list) = selection.finish();
+    cache::record_files(sh.store, &sum, &list);
+    cache::derived_put(sh.store, &memo, &sum);
     files.insert(sum.clone(), list);
     Ok(sum)
 }

@@ -455,3 +455,25 @@ fn prune_and_du_manage_the_cache() {
     let bad = kiln_cmd(&c, &["prune", "--filter", "since=1h"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 }
+
+/// A COPY from a stage is keyed by the files it takes, not by the
+/// stage's key: a stage rebuilt to the same files still gives a hit, and
+/// one rebuilt to other files names them.
+#[test]
+fn a_stage_rebuilt_to_the_same_files_still_gives_a_hit() {
+    let c = tools(
+        "FROM tools AS builder\nARG X=1\n\
+         RUN echo built > /out && if [ \"$X\" = 3 ]; then echo three >> /out; fi\n\
+         FROM scratch\nCOPY --from=builder /out /out\n",
+    );
+    let run = "RUN echo built > /out && if [ \"$X\" = 3 ]; then echo three >> /out; fi";
+    let _ = build(&c, &[]);
+    let o = build(&c, &["--build-arg", "X=2"]);
+    assert_eq!(miss_reason(&o, run), "cache miss: ARG X changed: 1 -> 2");
+    assert_eq!(miss_reason(&o, "COPY --from=builder /out /out"), "CACHED");
+    let o = build(&c, &["--build-arg", "X=3"]);
+    assert_eq!(
+        miss_reason(&o, "COPY --from=builder /out /out"),
+        "cache miss: 1 file changed: out"
+    );
+}
