@@ -1,5 +1,5 @@
-# Shell functions shared by bench/registry-build and bench/run-steps; sourced,
-# not run. They use the caller's globals:
+# Shell functions shared by bench/registry-build, bench/run-steps and
+# bench/build-cache; sourced, not run. They use the caller's globals:
 #   W        the work dir (KILN_BENCH_DIR), absolute
 #   R        the script's own dir under W (registry config and log, pids, copies)
 #   S        where the tools' state lives (set by scratch_choose)
