@@ -73,7 +73,13 @@ pub struct BuildOptions {
     /// Only say what each step would do (`--dry-run`): run nothing, pull
     /// nothing.
     pub dry_run: bool,
+    /// Called with each layer a step of the final image makes (the blob's
+    /// digest), as soon as it is in the store: `--push` starts uploading.
+    pub on_layer: Option<LayerHook>,
 }
+
+/// See [`BuildOptions::on_layer`].
+pub type LayerHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A step failure, with the Dockerfile line it happened at.
 #[derive(Debug, thiserror::Error)]

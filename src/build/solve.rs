@@ -45,6 +45,9 @@ pub(super) struct Shared<'a> {
     /// The number of each stage's FROM line in the progress output.
     numbers: BTreeMap<usize, usize>,
     total: usize,
+    /// The target stage and the stages it is based on (`FROM stage`):
+    /// their layers are the image's.
+    image_stages: BTreeSet<usize>,
     pub now: i64,
     pub created: String,
     pub hits: AtomicUsize,
@@ -106,8 +109,20 @@ pub(super) fn solve(
             total += st.steps.len() + 1;
         }
     }
+    let mut image_stages = BTreeSet::new();
+    let mut at = Some(plan.target);
+    while let Some(i) = at {
+        if !image_stages.insert(i) {
+            break;
+        }
+        at = match super::stage(plan, i).map(|s| &s.base) {
+            Some(Base::Stage { index }) => Some(*index),
+            _ => None,
+        };
+    }
     let sh = Shared {
         plan,
+        image_stages,
         opts,
         store,
         images: import::Images::new(opts.work.join("images")),
@@ -231,8 +246,12 @@ fn run_stage(sh: &Shared, st: &Stage) -> Result<()> {
             stage: &name,
             text: &step.text,
         };
-        run_step(sh, st, i, step, &mut state, &mut parent, &head)
-            .map_err(|e| super::step_error(step.line, e))?;
+        if let Err(e) = run_step(sh, st, i, step, &mut state, &mut parent, &head) {
+            if !sh.cancel.load(Ordering::SeqCst) {
+                head.report(sh, StepEvent::Error(&crate::error_chain(&e)));
+            }
+            return Err(super::step_error(step.line, e));
+        }
     }
     sh.done
         .lock()
@@ -463,6 +482,9 @@ fn run_step(
     head.report(sh, StepEvent::Done(began.elapsed().as_secs_f64()));
     sh.store
         .cache_put(&key, &crate::store::index::Entry::new(&layer, &step.text))?;
+    if let (Some(f), true) = (&sh.opts.on_layer, sh.image_stages.contains(&st.index)) {
+        f(&layer.digest);
+    }
     for (sum, list) in &files {
         cache::record_files(sh.store, sum, list);
     }

@@ -384,6 +384,7 @@ impl View {
                 devices: true,
                 overlay: false,
             };
+            let reader = crate::layer::apply::ReadAhead::new(reader);
             crate::layer::apply::apply(reader, &self.root, "", &opts)
                 .with_context(|| format!("cannot apply layer {}", blob.digest))?;
         }

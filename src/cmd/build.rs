@@ -166,6 +166,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             DockerfileSource::Stdin => "-".into(),
         },
         dry_run: false,
+        on_layer: None,
     };
     match args.dry_run {
         Some(DryRun::Json) => {
@@ -246,9 +247,22 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     bopts.secrets = secrets;
     bopts.ssh = ssh;
     bopts.work = work.path().to_path_buf();
+    // With --push, layers go up while later steps run.
+    let early = (args.push && !args.tags.is_empty())
+        .then(|| crate::registry::EarlyPush::start(&args.tags, store.clone()));
+    if let Some(e) = &early {
+        bopts.on_layer = Some(std::sync::Arc::new(e.queue()));
+    }
     // Step events go to the renderer main chose.
     let log = |e: &crate::progress::Event| crate::progress::emit(e);
-    let (mut built, counts) = match build::build(&plan, &bopts, &store, &log) {
+    let result = build::build(&plan, &bopts, &store, &log);
+    bopts.on_layer = None;
+    // After a failure the uploads in flight are abandoned, not awaited.
+    let early = match (early, result.is_ok()) {
+        (Some(e), true) => e.finish(),
+        _ => Default::default(),
+    };
+    let (mut built, counts) = match result {
         Ok(b) => b,
         Err(e) => return Ok(report(&e, &settings.display_name, &src)),
     };
@@ -276,7 +290,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         }
     }
     if args.push {
-        if let Err(e) = push(&built.image, &args.tags, &store, quiet) {
+        if let Err(e) = push(&built.image, &args.tags, &store, quiet, &early) {
             eprintln!("error: {}", chain(&e));
             return Ok(exit::BUILD);
         }
@@ -329,6 +343,7 @@ fn push(
     tags: &[String],
     store: &Store,
     quiet: bool,
+    early: &crate::registry::early::Done,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     if tags.is_empty() {
@@ -339,12 +354,25 @@ fn push(
     for tag in tags {
         let r =
             crate::registry::Reference::parse(tag).map_err(|e| anyhow::anyhow!("{tag}: {e}"))?;
+        // An upload during the build failed after its retries: that is the
+        // push's error.
+        if let Some(e) = early.failed.get(tag) {
+            anyhow::bail!("pushing {r}: {}", chain(e));
+        }
         let mut client = crate::registry::Client::new(r.clone())?;
         // The config first: it is small, and brings the push token.
         let mut blobs = vec![docs.config.digest.clone()];
         blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
-        let pushed = crate::registry::push_blobs(&mut client, &blobs, store)
+        let mut pushed = crate::registry::push_blobs(&mut client, &blobs, store)
             .with_context(|| format!("pushing {r}"))?;
+        // What the uploads during the build did counts as this push's.
+        for (p, d) in pushed.iter_mut().zip(&blobs) {
+            if let Some(e) = early.pushed.get(tag).and_then(|m| m.get(d)) {
+                if *p == crate::registry::Pushed::Exists {
+                    *p = *e;
+                }
+            }
+        }
         let count = |p| pushed.iter().skip(1).filter(|x| **x == p).count();
         let (uploaded, mounted) = (
             count(crate::registry::Pushed::Uploaded),

@@ -180,7 +180,9 @@ pub fn detect(head: &[u8]) -> Format {
 
 /// Wraps `r` in the decoder its first bytes call for. Multi-member gzip,
 /// bzip2 and xz streams are read to the end, as Go's readers and `xz -d` do.
-pub fn decompressed<R: Read + 'static>(mut r: R) -> Result<(Box<dyn Read>, Format), ApplyError> {
+pub fn decompressed<R: Read + Send + 'static>(
+    mut r: R,
+) -> Result<(Box<dyn Read + Send>, Format), ApplyError> {
     let mut head = [0u8; 10];
     let mut n = 0;
     while n < head.len() {
@@ -193,7 +195,7 @@ pub fn decompressed<R: Read + 'static>(mut r: R) -> Result<(Box<dyn Read>, Forma
     }
     let format = detect(&head[..n]);
     let stream = io::Cursor::new(head[..n].to_vec()).chain(r);
-    let out: Box<dyn Read> = match format {
+    let out: Box<dyn Read + Send> = match format {
         Format::Plain => Box::new(io::BufReader::new(stream)),
         Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
         Format::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(stream)),
@@ -203,6 +205,68 @@ pub fn decompressed<R: Read + 'static>(mut r: R) -> Result<(Box<dyn Read>, Forma
         }
     };
     Ok((out, format))
+}
+
+/// Reads `inner` on a thread of its own, up to 4 MiB ahead of the reader:
+/// decompressing a layer then runs beside the writing of its files.
+pub struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadAhead {
+    pub fn new(mut inner: Box<dyn Read + Send>) -> ReadAhead {
+        const CHUNK: usize = 1 << 20;
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        std::thread::spawn(move || loop {
+            let mut buf = vec![0u8; CHUNK];
+            let mut n = 0;
+            while n < CHUNK {
+                match inner.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if n == 0 {
+                return;
+            }
+            buf.truncate(n);
+            // A reader that went away stops the thread.
+            if tx.send(Ok(buf)).is_err() || n < CHUNK {
+                return;
+            }
+        });
+        ReadAhead {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    self.cur = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Whether the file at `path` is a tar archive, possibly compressed, that ADD
@@ -220,7 +284,7 @@ pub fn is_archive(path: &Path) -> Result<bool, ApplyError> {
     if !std::fs::symlink_metadata(path).map_err(open_err)?.is_file() {
         return Ok(false);
     }
-    let failure = Rc::new(Cell::new(None));
+    let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
     let file = Tracked {
         inner: File::open(path).map_err(open_err)?,
         failure: failure.clone(),
@@ -237,7 +301,7 @@ pub fn is_archive(path: &Path) -> Result<bool, ApplyError> {
         }
         Err(_) => false,
     };
-    match failure.take() {
+    match failure.lock().ok().and_then(|mut f| f.take()) {
         Some(source) => Err(open_err(source)),
         None => Ok(verdict),
     }
@@ -331,15 +395,16 @@ impl<R: Read> Read for Guard<R> {
 /// `is_archive` tells "unreadable file" from "not an archive".
 struct Tracked<R> {
     inner: R,
-    failure: Rc<Cell<Option<io::Error>>>,
+    failure: std::sync::Arc<std::sync::Mutex<Option<io::Error>>>,
 }
 
 impl<R: Read> Read for Tracked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).inspect_err(|e| {
             if e.kind() != io::ErrorKind::Interrupted {
-                self.failure
-                    .set(Some(io::Error::new(e.kind(), e.to_string())));
+                if let Ok(mut f) = self.failure.lock() {
+                    *f = Some(io::Error::new(e.kind(), e.to_string()));
+                }
             }
         })
     }

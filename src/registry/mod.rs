@@ -11,8 +11,10 @@
 //! knows nothing of Dockerfiles or snapshots.
 
 pub mod auth;
+pub mod early;
 mod token;
 mod upload;
+pub use early::EarlyPush;
 pub use upload::push_blobs;
 
 use crate::store::Store;

@@ -54,7 +54,7 @@ pub fn unpack(
     let f = File::open(stored).with_context(|| format!("cannot open layer {digest}"))?;
     let (reader, _) = apply::decompressed(io::BufReader::new(f))
         .with_context(|| format!("cannot decompress layer {digest}"))?;
-    let mut hashing = HashingReader::new(reader);
+    let mut hashing = HashingReader::new(apply::ReadAhead::new(reader));
     let opts = ApplyOptions {
         whiteouts: true,
         same_owner: true,

@@ -113,6 +113,12 @@ pub fn overlay_fd(
     if let Some((upper, work)) = upper_work {
         fsconfig_set_string(&fs, "upperdir", upper)?;
         fsconfig_set_string(&fs, "workdir", work)?;
+        // No sync of the upper file system when the mount goes (syncfs of
+        // the whole store's file system, 100 ms and more after a big
+        // unpack): a build's upper directory is thrown away or renamed
+        // into the store like every other file kiln writes, none of which
+        // is fsynced. Kernels before 5.10 lack the option: mount without.
+        let _ = rustix::mount::fsconfig_set_flag(&fs, "volatile");
         if !crate::userns::in_userns() {
             fsconfig_set_string(&fs, "redirect_dir", "off")?;
             fsconfig_set_string(&fs, "metacopy", "off")?;

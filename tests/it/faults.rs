@@ -328,8 +328,15 @@ fn push_resumes_when_completing_the_upload_fails() {
         .map(|e| e.received)
         .sum();
     let layer = bytes.len() as u64;
+    // Where the registry dropped the upload (distribution 2.8 does, when
+    // the failed PUT was the layer's), the layer goes once more, and only
+    // once; where it kept it, nothing goes twice.
+    let dropped = log.iter().any(|e| {
+        e.req.method == "GET" && e.req.path().contains("/blobs/uploads/") && e.status == Some(404)
+    });
+    let most = if dropped { 2 * layer } else { layer } + layer / 2;
     assert!(
-        uploaded >= layer && uploaded < layer + layer / 2,
+        uploaded >= layer && uploaded < most,
         "{uploaded} bytes uploaded for a {layer}-byte layer (sent again?):\n{summary}"
     );
     assert_pushed_intact(&o, &reg, &bytes);
