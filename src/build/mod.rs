@@ -1,17 +1,17 @@
-//! Executing a plan without RUN: each stage's root filesystem is a
-//! directory; COPY and ADD write into it and record what changed; the
-//! changed paths (with their parent directories, as a snapshot diff has
-//! them) become a layer in the content store; metadata instructions change
-//! the image config and leave history entries.
-//!
-//! Stages run in the plan's order. The solver (DAG scheduling, the cache)
-//! replaces this loop later; the per-instruction code stays.
+//! Executing a plan. The solver ([`solve`]) schedules the stages as a DAG
+//! and looks every step up in the build cache ([`cache`], [`keys`]); what
+//! misses runs here: COPY and ADD write into a stage's view and record
+//! what changed, RUN runs in the sandbox ([`run`]), and each becomes a
+//! layer in the content store; metadata instructions change the image
+//! config and leave history entries.
 
 mod cache;
 mod chmod;
 mod copy;
+mod dry;
 mod glob;
 mod import;
+mod keys;
 mod layer;
 mod meta;
 pub mod mounts;
