@@ -366,6 +366,9 @@ fn run_step(
     }
     let (inputs, files, uncacheable) = super::keys::inputs(sh, step, state, parent)?;
     let key = inputs.key();
+    // A step whose inputs do not say what it makes (ADD of a URL without
+    // --checksum) hands the steps after it a key that covers what it made.
+    let by_output = uncacheable.is_some();
     let forced = no_cache(sh, st).or(uncacheable);
     if forced.is_none() {
         if let Ok(entry) = sh.store.cache_get(&key) {
@@ -404,6 +407,14 @@ fn run_step(
         cache::record_files(sh.store, sum, list);
     }
     cache::record(sh.store, &slot, &inputs);
+    let key = if by_output {
+        let mut out = Inputs::default();
+        out.set("step", key);
+        out.set("made", layer.diff_id.clone());
+        out.key()
+    } else {
+        key
+    };
     *parent = Parent {
         key,
         text: step.text.clone(),

@@ -477,3 +477,35 @@ fn a_stage_rebuilt_to_the_same_files_still_gives_a_hit() {
         "cache miss: 1 file changed: out"
     );
 }
+
+/// ADD of a URL without --checksum is fetched on every build; the steps
+/// after it hit when it brought the same bytes, and run again when the
+/// bytes changed.
+#[test]
+fn add_of_a_url_is_fetched_again_and_keys_what_it_brought() {
+    let body = std::sync::Arc::new(std::sync::Mutex::new(b"one\n".to_vec()));
+    let served = body.clone();
+    let addr = crate::image::serve_http(move |_| {
+        crate::image::Reply::ok("text/plain", served.lock().expect("body").clone())
+    });
+    let c = tools(&format!(
+        "FROM tools\nADD http://{addr}/f.txt /f.txt\nRUN busybox cat /f.txt > /copy\n"
+    ));
+    let add = format!("ADD http://{addr}/f.txt /f.txt");
+    let _ = build(&c, &[]);
+    let o = build(&c, &[]);
+    assert!(
+        miss_reason(&o, &add).starts_with("cache miss: ADD of http://"),
+        "{o}"
+    );
+    assert_eq!(miss_reason(&o, "RUN busybox cat /f.txt > /copy"), "CACHED");
+    *body.lock().expect("body") = b"two\n".to_vec();
+    let o = build(&c, &[]);
+    assert_eq!(
+        miss_reason(&o, "RUN busybox cat /f.txt > /copy"),
+        "cache miss: parent changed (".to_string() + &add + ")"
+    );
+    let o = c.kiln_env(&["-o", "type=tar,dest=-"], &[SDE]);
+    let files = crate::image::tar_files(&o.stdout);
+    assert_eq!(String::from_utf8_lossy(&files["copy"]), "two\n");
+}
