@@ -101,6 +101,8 @@ pub fn install() {
                     };
                 }
             }
+            // A live progress view goes before the last words.
+            crate::progress::finish();
             eprintln!("kiln: interrupted; removed temporary files");
             std::process::exit(128 + sig);
         }

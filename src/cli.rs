@@ -129,6 +129,28 @@ pub enum Progress {
     Rawjson,
 }
 
+impl Progress {
+    /// What `auto` (and `-q`) mean here: `tty` when stderr is a terminal
+    /// (and `TERM` is not `dumb`), else `plain`; `quiet` with `-q`.
+    pub fn resolve(self, quiet: bool) -> Progress {
+        use std::io::IsTerminal as _;
+        if quiet {
+            return Progress::Quiet;
+        }
+        match self {
+            Progress::Auto => {
+                let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+                if std::io::stderr().is_terminal() && !dumb {
+                    Progress::Tty
+                } else {
+                    Progress::Plain
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// `--network` modes for RUN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Network {

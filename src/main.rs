@@ -27,24 +27,32 @@ fn main() {
             std::process::exit(cmd::exit::USAGE);
         }
     }
-    let progress = match &cli.command {
-        Command::Build(a) => Some(a.progress),
-        Command::Pull(a) => Some(a.progress),
-        Command::Push(a) => Some(a.progress),
-        _ => None,
-    };
-    match &cli.command {
-        // A build shows its steps; transfers only with --progress=plain.
-        Command::Build(a) if a.quiet || a.progress == kiln::cli::Progress::Quiet => {
-            kiln::progress::set(Box::new(kiln::progress::Quiet { explain: a.explain }));
+    {
+        use kiln::cli::Progress as P;
+        use kiln::progress::{json::RawJson, plain::Plain, tty::Tty, Quiet};
+        let sink: Option<Box<dyn kiln::progress::Sink>> = match &cli.command {
+            Command::Build(a) => Some(match a.progress.resolve(a.quiet) {
+                P::Quiet => Box::new(Quiet { explain: a.explain }),
+                P::Tty => Box::new(Tty::new(a.explain)),
+                P::Rawjson => Box::new(RawJson),
+                P::Plain | P::Auto => Box::new(Plain::new()),
+            }),
+            // Pulls and pushes print transfers only when asked to, or on a
+            // terminal.
+            Command::Pull(kiln::cli::PullArgs { progress, .. })
+            | Command::Push(kiln::cli::PushArgs { progress, .. }) => {
+                match progress.resolve(false) {
+                    P::Plain if *progress == P::Plain => Some(Box::new(Plain::new())),
+                    P::Tty => Some(Box::new(Tty::new(false))),
+                    P::Rawjson => Some(Box::new(RawJson)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(s) = sink {
+            kiln::progress::set(s);
         }
-        Command::Build(a) => kiln::progress::set(Box::new(kiln::progress::Plain::new(
-            a.progress != kiln::cli::Progress::Plain,
-        ))),
-        _ if progress == Some(kiln::cli::Progress::Plain) => {
-            kiln::progress::set(Box::new(kiln::progress::Plain::default()));
-        }
-        _ => {}
     }
     let result = match &cli.command {
         Command::Build(args) => cmd::build::run(args),

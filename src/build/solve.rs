@@ -230,20 +230,35 @@ fn run_stage(sh: &Shared, st: &Stage) -> Result<()> {
     let number = sh.numbers.get(&st.index).copied().unwrap_or(0);
     let name = st.display_name();
     let from = format!("FROM {}", super::base_text(&st.base));
-    At {
+    // The stage's vertices, as BuildKit counts them: its FROM and the
+    // steps that make layers.
+    let count = 1 + st.steps.iter().filter(|s| makes_layer(&s.op)).count();
+    let head = At {
         n: number,
         stage: &name,
+        index: 1,
+        count,
         text: &from,
-    }
-    .report(sh, StepEvent::Start);
-    let (mut state, mut parent) = start(sh, st).map_err(|e| super::step_error(st.line, e))?;
+    };
+    head.report(sh, StepEvent::Start);
+    let began = std::time::Instant::now();
+    let (mut state, mut parent) = start(sh, st).map_err(|e| {
+        head.report(sh, StepEvent::Error(&crate::error_chain(&e)));
+        super::step_error(st.line, e)
+    })?;
+    head.report(sh, StepEvent::Done(began.elapsed().as_secs_f64()));
+    let mut index = 1;
     for (i, step) in st.steps.iter().enumerate() {
         if sh.cancel.load(Ordering::SeqCst) {
             return Err(Cancelled.into());
         }
+        let layered = makes_layer(&step.op);
+        index += usize::from(layered);
         let head = At {
             n: number + i + 1,
             stage: &name,
+            index: if layered { index } else { 0 },
+            count,
             text: &step.text,
         };
         if let Err(e) = run_step(sh, st, i, step, &mut state, &mut parent, &head) {
@@ -270,7 +285,15 @@ fn run_stage(sh: &Shared, st: &Stage) -> Result<()> {
 pub(super) struct At<'a> {
     pub n: usize,
     pub stage: &'a str,
+    /// Among the stage's vertices (0: a metadata step).
+    pub index: usize,
+    pub count: usize,
     pub text: &'a str,
+}
+
+/// Whether a step makes a layer (and so is cached).
+fn makes_layer(op: &Op) -> bool {
+    matches!(op, Op::Run { .. } | Op::Copy(_) | Op::Workdir { .. })
 }
 
 impl At<'_> {
@@ -279,6 +302,8 @@ impl At<'_> {
             n: self.n,
             total: sh.total,
             stage: self.stage,
+            index: self.index,
+            count: self.count,
             text: self.text,
             what,
         });
@@ -355,8 +380,7 @@ fn run_step(
     parent: &mut Parent,
     head: &At,
 ) -> Result<()> {
-    let layered = matches!(step.op, Op::Run { .. } | Op::Copy(_) | Op::Workdir { .. });
-    if !layered {
+    if !makes_layer(&step.op) {
         head.report(sh, StepEvent::Start);
         super::run_step(step, state, sh, None, head)?;
         return Ok(());

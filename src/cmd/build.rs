@@ -15,6 +15,7 @@ use std::path::Path;
 
 /// Runs `kiln build`; returns the exit code.
 pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
+    let started = std::time::Instant::now();
     let mut settings = args
         .plan
         .resolve(&args.context, &|k| std::env::var(k).ok())
@@ -112,7 +113,9 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             return Ok(exit::DOCKERFILE);
         }
     };
-    let quiet = args.quiet || args.progress == Progress::Quiet;
+    let mode = args.progress.resolve(args.quiet);
+    // Lines for people: not with -q, and not between rawjson's objects.
+    let quiet = matches!(mode, Progress::Quiet | Progress::Rawjson);
     eprint!(
         "{}",
         render_all(&plan.warnings, &settings.display_name, &src)
@@ -180,8 +183,9 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
                 bopts.dry_run = true;
                 bopts.max_parallelism = 1;
                 println!("cache ({}):", store_root.display());
+                let lines = crate::progress::plain::Lines::default();
                 let log = |e: &crate::progress::Event| {
-                    if let Some(line) = e.step_line() {
+                    for line in lines.render(e) {
                         println!("  {line}");
                     }
                 };
@@ -264,7 +268,10 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     };
     let (mut built, counts) = match result {
         Ok(b) => b,
-        Err(e) => return Ok(report(&e, &settings.display_name, &src)),
+        Err(e) => {
+            crate::progress::finish();
+            return Ok(report(&e, &settings.display_name, &src));
+        }
     };
     for l in &args.labels {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
@@ -321,19 +328,57 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         let text = serde_json::to_vec_pretty(&m).map_err(|e| build_failure(e.to_string()))?;
         write_file(p, &text)?;
     }
-    if args.quiet {
+    crate::progress::finish();
+    let secs = started.elapsed().as_secs_f64();
+    let mut went: Vec<String> = outputs.iter().map(describe_output).collect();
+    if args.push {
+        went.extend(
+            args.tags
+                .iter()
+                .map(|t| format!("pushed to {}", export::normalize_name(t))),
+        );
+    }
+    if args.quiet || mode == Progress::Quiet {
         // As buildx: the image ID on stdout, unless stdout carries an
         // archive.
         if !outputs.iter().any(|o| o.dest == export::Dest::Stdout) {
             println!("{}", docs.config.digest);
         }
-    } else if !quiet {
+    } else if mode == Progress::Rawjson {
+        crate::progress::json::result(serde_json::json!({
+            "digest": digest,
+            "config": docs.config.digest,
+            "seconds": secs,
+            "cached": counts.cached,
+            "ran": counts.ran,
+            "outputs": went,
+        }));
+    } else {
+        let went = if went.is_empty() {
+            "kept in the store".to_string()
+        } else {
+            went.join(", ")
+        };
         eprintln!(
-            "built {digest} ({} steps cached, {} ran)",
+            "built {digest} in {secs:.1}s ({} steps cached, {} ran): {went}",
             counts.cached, counts.ran
         );
     }
     Ok(0)
+}
+
+/// Where an output went, in words.
+fn describe_output(o: &Output) -> String {
+    let what = match o.kind {
+        export::Kind::Oci => "OCI archive",
+        export::Kind::Docker => "docker archive",
+        export::Kind::Local => "directory",
+        export::Kind::Tar => "tar archive",
+    };
+    match &o.dest {
+        export::Dest::Stdout => format!("{what} on stdout"),
+        export::Dest::Path(p) => format!("{what} {}", p.display()),
+    }
 }
 
 /// `--push`: every `-t` gets the image's blobs (those the repository lacks)

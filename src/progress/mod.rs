@@ -1,11 +1,19 @@
-//! Progress events and their renderers. Work that takes time (registry
-//! transfers now; build steps later) reports events here; the command
-//! line picks a renderer once, at start. Without one, events are dropped.
+//! Progress events and their renderers. Work that takes time (build
+//! steps, registry transfers) reports events here; the command line picks
+//! a renderer once, at start (`--progress`). Without one, events are
+//! dropped.
+//!
+//! - [`plain::Plain`]: numbered lines as BuildKit prints them, for CI logs;
+//! - [`tty::Tty`]: a live view on a terminal;
+//! - [`json::RawJson`]: one JSON object per event, for tools;
+//! - [`Quiet`]: nothing (with `--explain`, the cache-miss reasons).
 
-use std::collections::HashMap;
+pub mod json;
+pub mod plain;
+pub mod tty;
+
 use std::io::Write as _;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
 
 /// What moves bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +23,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn verb(self) -> &'static str {
+    pub fn verb(self) -> &'static str {
         match self {
             Action::Pull => "pulling",
             Action::Push => "pushing",
@@ -40,11 +48,15 @@ pub enum Event<'a> {
         total: u64,
         how: &'a str,
     },
-    /// Build step `n` of `total` (a stage's FROM counts as one).
+    /// Build step `n` of `total` in the whole build; `index` of `count`
+    /// in its stage, counting the FROM and the steps that make layers
+    /// (`index` 0: a metadata step, which BuildKit does not show).
     Step {
         n: usize,
         total: usize,
         stage: &'a str,
+        index: usize,
+        count: usize,
         text: &'a str,
         what: StepEvent<'a>,
     },
@@ -69,33 +81,11 @@ pub enum StepEvent<'a> {
     Error(&'a str),
 }
 
-impl Event<'_> {
-    /// The line a step event shows as, in plain text (`None`: nothing).
-    pub fn step_line(&self) -> Option<String> {
-        let Event::Step {
-            n,
-            total,
-            stage,
-            text,
-            what,
-        } = self
-        else {
-            return None;
-        };
-        match what {
-            StepEvent::Start => Some(format!("[{n}/{total}] {stage} {text}")),
-            StepEvent::Cached => Some(format!("[{n}/{total}] {stage} {text}  CACHED")),
-            StepEvent::Miss(why) => Some(format!("  cache miss: {why}")),
-            StepEvent::WouldRun(why) => Some(format!("  would run: {why}")),
-            StepEvent::Output(line) => Some(line.to_string()),
-            StepEvent::Done(_) | StepEvent::Error(_) => None,
-        }
-    }
-}
-
 /// Where events go.
 pub trait Sink: Send + Sync {
     fn event(&self, e: &Event);
+    /// The build is over (or interrupted): leave the terminal clean.
+    fn finish(&self) {}
 }
 
 static SINK: OnceLock<Box<dyn Sink>> = OnceLock::new();
@@ -112,23 +102,10 @@ pub fn emit(e: &Event) {
     }
 }
 
-/// `--progress=plain`: build steps as they start (with the reason of each
-/// cache miss) and their output; a line per blob at most every half
-/// second, and one when it is finished; on stderr.
-#[derive(Default)]
-pub struct Plain {
-    last: Mutex<HashMap<String, Instant>>,
-    /// Leave out transfers (`auto` on a terminal, until a live view).
-    pub steps_only: bool,
-}
-
-impl Plain {
-    /// Steps only, or steps and transfers.
-    pub fn new(steps_only: bool) -> Plain {
-        Plain {
-            steps_only,
-            ..Default::default()
-        }
+/// Ends the renderer's display (a live view is cleared or frozen).
+pub fn finish() {
+    if let Some(s) = SINK.get() {
+        s.finish();
     }
 }
 
@@ -140,70 +117,32 @@ pub struct Quiet {
 impl Sink for Quiet {
     fn event(&self, e: &Event) {
         if let Event::Step {
-            n,
-            total,
             stage,
+            index,
+            count,
             text,
             what: StepEvent::Miss(why),
+            ..
         } = e
         {
             if self.explain {
                 let _ = writeln!(
                     std::io::stderr().lock(),
-                    "[{n}/{total}] {stage} {text}: cache miss: {why}"
+                    "[{stage} {index}/{count}] {text}: cache miss: {why}"
                 );
             }
         }
     }
 }
 
-const EVERY: Duration = Duration::from_millis(500);
-
-impl Sink for Plain {
-    fn event(&self, e: &Event) {
-        let line = match e {
-            Event::Step { .. } => match e.step_line() {
-                Some(l) => l,
-                None => return,
-            },
-            Event::Bytes { .. } | Event::Finished { .. } if self.steps_only => return,
-            Event::Bytes {
-                action,
-                id,
-                done,
-                total,
-            } => {
-                let now = Instant::now();
-                let Ok(mut last) = self.last.lock() else {
-                    return;
-                };
-                let key = format!("{action:?}{id}");
-                match last.get(&key) {
-                    Some(t) if now.duration_since(*t) < EVERY => return,
-                    _ => {}
-                }
-                last.insert(key, now);
-                format!(
-                    "{} {} {} / {}",
-                    action.verb(),
-                    short(id),
-                    human(*done),
-                    human(*total)
-                )
-            }
-            Event::Finished {
-                action,
-                id,
-                total,
-                how,
-            } => format!("{} {} {} {how}", action.verb(), short(id), human(*total)),
-        };
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
-    }
+/// Whether colors may be used: a terminal, and no `NO_COLOR`
+/// (<https://no-color.org>: set and not empty).
+pub fn colors() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// `sha256:0123456789ab`, as docker shortens digests.
-fn short(id: &str) -> &str {
+pub fn short(id: &str) -> &str {
     id.get(..19).unwrap_or(id)
 }
 

@@ -19,18 +19,23 @@ fn tools(rest: &str) -> Ctx {
     c
 }
 
-/// The lines of a build's output that follow `head` (the step's line).
-fn miss_reason(out: &str, step: &str) -> String {
-    let mut lines = out.lines();
-    while let Some(l) = lines.next() {
-        if l.ends_with(step) {
-            return lines.next().unwrap_or("").trim().to_string();
-        }
-        if l.ends_with(&format!("{step}  CACHED")) {
-            return "CACHED".into();
-        }
-    }
-    panic!("no step {step:?} in:\n{out}")
+/// What the output says of `step` (plain progress): `CACHED`, or
+/// `cache miss: REASON` (`would run: REASON` in a dry run).
+pub fn miss_reason(out: &str, step: &str) -> String {
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let header = format!("] {step}");
+    let id = lines
+        .iter()
+        .find(|l| l.starts_with('#') && l.ends_with(&header))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no step {step:?} in:\n{out}"));
+    let prefix = format!("{id} ");
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .find(|l| *l == "CACHED" || l.starts_with("cache miss: ") || l.starts_with("would run: "))
+        .unwrap_or_else(|| panic!("no verdict for {step:?} in:\n{out}"))
+        .to_string()
 }
 
 fn digest_of(out: &str) -> String {
@@ -371,10 +376,10 @@ fn dry_run_shows_what_would_hit() {
     let o = c.kiln_env(&["--dry-run"], &[SDE]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(out.contains("COPY app.txt /app/  CACHED"), "{out}");
-    assert!(
-        out.contains("RUN busybox cat /app/app.txt > /copy  CACHED"),
-        "{out}"
+    assert_eq!(miss_reason(&out, "COPY app.txt /app/"), "CACHED");
+    assert_eq!(
+        miss_reason(&out, "RUN busybox cat /app/app.txt > /copy"),
+        "CACHED"
     );
     let before = entries(&c);
     c.write("app.txt", "two\n");

@@ -14,6 +14,7 @@ mod inputs;
 mod outputs;
 mod parse;
 mod plan;
+mod progress;
 pub mod proxy;
 mod realworld;
 mod registry;
