@@ -361,6 +361,24 @@ pub struct Matched {
     pub keep: String,
 }
 
+/// Whether a relative path climbs above its root (`../x`, `a/../../x`).
+fn escapes(pattern: &str) -> bool {
+    let mut depth: i64 = 0;
+    for c in pattern.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 /// Expands one source pattern against `src`.
 pub fn expand(src: &Src, pattern: &str) -> Result<Vec<Matched>> {
     let clean = crate::plan::values::clean_path(&format!("/{pattern}"));
@@ -398,6 +416,13 @@ pub fn expand(src: &Src, pattern: &str) -> Result<Vec<Matched>> {
                 if e.kind() == std::io::ErrorKind::NotFound
                     || e.raw_os_error() == Some(libc::ENOTDIR) =>
             {
+                if escapes(pattern) {
+                    bail!(
+                        "{pattern}: not found in the {}: the path points outside it, \
+                         which COPY cannot read (it looked for /{rel} inside)",
+                        src.what
+                    )
+                }
                 bail!("{pattern}: not found in the {}", src.what)
             }
             Err(e) => bail!("{pattern}: cannot read it in the {}: {e}", src.what),

@@ -81,12 +81,19 @@ pub struct BuildOptions {
 /// See [`BuildOptions::on_layer`].
 pub type LayerHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
-/// A step failure, with the Dockerfile line it happened at.
+/// A step failure, with the Dockerfile lines of its instruction.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct StepError {
     pub line: usize,
+    pub end_line: usize,
     pub message: String,
+    /// A RUN's last lines of output.
+    pub tail: Vec<String>,
+    /// A registry failed (pulling a base image, say).
+    pub registry: bool,
+    /// What to do about it, when kiln knows.
+    pub hint: Option<String>,
 }
 
 /// A built stage.
@@ -157,9 +164,21 @@ pub fn build(
     ))
 }
 
-fn step_error(line: usize, e: anyhow::Error) -> anyhow::Error {
+fn step_error(line: usize, end_line: usize, e: anyhow::Error) -> anyhow::Error {
     let message = crate::error_chain(&e);
-    anyhow::Error::new(StepError { line, message })
+    let tail = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<run::RunFailed>())
+        .map(|f| f.tail.clone())
+        .unwrap_or_default();
+    anyhow::Error::new(StepError {
+        line,
+        end_line: end_line.max(line),
+        message,
+        tail,
+        registry: crate::registry::is_registry_error(&e),
+        hint: crate::registry::hint(&e),
+    })
 }
 
 fn stage(plan: &Plan, idx: usize) -> Option<&Stage> {

@@ -25,6 +25,15 @@ const STUBS: [&str; 6] = [
     "etc/hostname",
 ];
 
+/// A RUN step's command failed: the exit, and its last lines of output.
+#[derive(Debug, thiserror::Error)]
+#[error("process {shown} did not complete successfully: {how}")]
+pub struct RunFailed {
+    pub shown: String,
+    pub how: String,
+    pub tail: Vec<String>,
+}
+
 /// Runs a RUN step; returns its layer and history text.
 pub fn run(
     op: &Op,
@@ -156,20 +165,12 @@ pub fn run(
                 Exit::Code(n) => format!("exit code: {n}"),
                 Exit::Signal(s) => format!("killed by signal {s}"),
             };
-            let tail = if outcome.tail.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "\n  its last output:\n{}",
-                    outcome
-                        .tail
-                        .iter()
-                        .map(|l| format!("    {l}"))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )
-            };
-            bail!("process {shown} did not complete successfully: {how}{tail}");
+            return Err(RunFailed {
+                shown,
+                how,
+                tail: outcome.tail,
+            }
+            .into());
         }
     }
 

@@ -244,7 +244,7 @@ fn run_stage(sh: &Shared, st: &Stage) -> Result<()> {
     let began = std::time::Instant::now();
     let (mut state, mut parent) = start(sh, st).map_err(|e| {
         head.report(sh, StepEvent::Error(&crate::error_chain(&e)));
-        super::step_error(st.line, e)
+        super::step_error(st.line, st.line, e)
     })?;
     head.report(sh, StepEvent::Done(began.elapsed().as_secs_f64()));
     let mut index = 1;
@@ -265,7 +265,7 @@ fn run_stage(sh: &Shared, st: &Stage) -> Result<()> {
             if !sh.cancel.load(Ordering::SeqCst) {
                 head.report(sh, StepEvent::Error(&crate::error_chain(&e)));
             }
-            return Err(super::step_error(step.line, e));
+            return Err(super::step_error(step.line, step.end_line, e));
         }
     }
     sh.done

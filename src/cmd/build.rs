@@ -4,7 +4,6 @@
 use super::{chain, exit, read_dockerfile, render_all, Failure};
 use crate::build::{self, BuildOptions, NamedContext, NamedResolver, StepError};
 use crate::cli::{BuildArgs, DockerfileSource, DryRun, Progress};
-use crate::dockerfile::diag::{Diagnostic, Pos};
 use crate::export::{self, Export, Output};
 use crate::layer::compress::Compression;
 use crate::plan::plan_source;
@@ -297,9 +296,17 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         }
     }
     if args.push {
-        if let Err(e) = push(&built.image, &args.tags, &store, quiet, &early) {
+        if let Err(e) = push(&built.image, &args.tags, &store, quiet, early) {
+            crate::progress::finish();
             eprintln!("error: {}", chain(&e));
-            return Ok(exit::BUILD);
+            if let Some(h) = crate::registry::hint(&e) {
+                eprintln!("hint: {h}");
+            }
+            return Ok(if crate::registry::is_registry_error(&e) {
+                exit::REGISTRY
+            } else {
+                exit::BUILD
+            });
         }
     }
     let oci = !outputs.iter().any(|o| !o.oci_mediatypes);
@@ -388,7 +395,7 @@ fn push(
     tags: &[String],
     store: &Store,
     quiet: bool,
-    early: &crate::registry::early::Done,
+    mut early: crate::registry::early::Done,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     if tags.is_empty() {
@@ -401,8 +408,8 @@ fn push(
             crate::registry::Reference::parse(tag).map_err(|e| anyhow::anyhow!("{tag}: {e}"))?;
         // An upload during the build failed after its retries: that is the
         // push's error.
-        if let Some(e) = early.failed.get(tag) {
-            anyhow::bail!("pushing {r}: {}", chain(e));
+        if let Some(e) = early.failed.remove(tag) {
+            return Err(e.context(format!("pushing {r}")));
         }
         let mut client = crate::registry::Client::new(r.clone())?;
         // The config first: it is small, and brings the push token.
@@ -457,14 +464,76 @@ fn build_failure(e: impl ToString) -> Failure {
     }
 }
 
-/// Prints a build failure: at its Dockerfile line when a step failed.
+/// Prints a build failure: for a step, the Dockerfile around its
+/// instruction (marked), its last lines of output, the error and a hint;
+/// returns the exit code (a registry's failure has its own).
 fn report(e: &anyhow::Error, file: &str, src: &str) -> i32 {
-    match e.downcast_ref::<StepError>() {
-        Some(step) => {
-            let d = Diagnostic::error(Pos::new(step.line, 1), step.message.clone());
-            eprint!("{}", render_all(&[d], file, src));
+    let Some(step) = e.downcast_ref::<StepError>() else {
+        eprintln!("error: {}", chain(e));
+        if let Some(h) = crate::registry::hint(e) {
+            eprintln!("hint: {h}");
         }
-        None => eprintln!("error: {}", chain(e)),
+        return if crate::registry::is_registry_error(e) {
+            exit::REGISTRY
+        } else {
+            exit::BUILD
+        };
+    };
+    eprint!("{}", excerpt(file, src, step.line, step.end_line));
+    if !step.tail.is_empty() {
+        eprintln!("its last {} lines of output:", step.tail.len());
+        for l in &step.tail {
+            eprintln!("    {l}");
+        }
     }
-    exit::BUILD
+    eprintln!("error: {}", step.message);
+    if let Some(h) = &step.hint {
+        eprintln!("hint: {h}");
+    }
+    if step.registry {
+        exit::REGISTRY
+    } else {
+        exit::BUILD
+    }
+}
+
+/// The Dockerfile around lines `first..=last`, numbered, those lines
+/// marked, as BuildKit shows a failing instruction.
+fn excerpt(file: &str, src: &str, first: usize, last: usize) -> String {
+    const AROUND: usize = 2;
+    let lines: Vec<&str> = src.lines().collect();
+    if first == 0 || first > lines.len() {
+        return String::new();
+    }
+    let last = last.clamp(first, lines.len());
+    let from = first.saturating_sub(AROUND).max(1);
+    let to = (last + AROUND).min(lines.len());
+    let width = to.to_string().len().max(3);
+    let mut out = format!("{file}:{first}\n--------------------\n");
+    for n in from..=to {
+        let mark = if (first..=last).contains(&n) {
+            ">>>"
+        } else {
+            "   "
+        };
+        out.push_str(&format!(
+            " {n:>width$} | {mark} {}\n",
+            lines[n - 1].trim_end_matches('\r')
+        ));
+    }
+    out.push_str("--------------------\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn excerpts_mark_the_instruction() {
+        let src = "FROM x\nENV A=1\n# c\nRUN a && \\\n    b\nCMD c\nLABEL l=1\nUSER u\n";
+        assert_eq!(
+            super::excerpt("Dockerfile", src, 4, 5),
+            "Dockerfile:4\n--------------------\n   2 |     ENV A=1\n   3 |     # c\n   4 | >>> RUN a && \\\n   5 | >>>     b\n   6 |     CMD c\n   7 |     LABEL l=1\n--------------------\n"
+        );
+        assert_eq!(super::excerpt("D", "FROM x\n", 9, 9), "");
+    }
 }

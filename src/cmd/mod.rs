@@ -17,6 +17,9 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The build failed: a step, reading an input, or writing an output.
     pub const BUILD: i32 = 3;
+    /// A registry failed: pulling, pushing, logging in (an HTTP error
+    /// status, or the network).
+    pub const REGISTRY: i32 = 4;
 }
 
 /// A failure with its exit code, already worded for the user.

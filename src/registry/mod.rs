@@ -227,6 +227,70 @@ impl std::fmt::Display for StatusError {
 
 impl std::error::Error for StatusError {}
 
+fn login_hint(host: &str) -> String {
+    format!(
+        "the registry wants credentials that allow this: run `kiln login {host}` \
+         (kiln reads ~/.docker/config.json and its credential helpers, as docker does)"
+    )
+}
+
+/// A registry sent something other than what it promised (a blob whose
+/// digest is not the one asked for).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Lied(pub String);
+
+/// A registry wants credentials kiln lacks, or refused those it sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: {what} (HTTP 401)")]
+pub struct AuthError {
+    pub url: String,
+    pub domain: String,
+    pub what: String,
+}
+
+impl AuthError {
+    fn new(url: &str, domain: &str, what: impl Into<String>) -> AuthError {
+        AuthError {
+            url: url.to_string(),
+            domain: domain.to_string(),
+            what: what.into(),
+        }
+    }
+}
+
+/// Whether a failure came from a registry: an HTTP status it answered, or
+/// the network on the way to it.
+pub fn is_registry_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<StatusError>() || c.is::<AuthError>() || c.is::<Lied>() || c.is::<reqwest::Error>()
+    })
+}
+
+/// What to do about a registry's answer, for the common cases.
+pub fn hint(e: &anyhow::Error) -> Option<String> {
+    if let Some(a) = e.chain().find_map(|c| c.downcast_ref::<AuthError>()) {
+        return Some(login_hint(&a.domain));
+    }
+    let s = e.chain().find_map(|c| c.downcast_ref::<StatusError>())?;
+    let rest = s.url.split("://").nth(1).unwrap_or(&s.url);
+    let host = rest.split('/').next().unwrap_or(rest);
+    let repo = rest
+        .split_once("/v2/")
+        .map(|(_, p)| p.split("/manifests/").next().unwrap_or(p))
+        .map(|p| p.split("/blobs/").next().unwrap_or(p))
+        .unwrap_or("");
+    match s.status {
+        401 | 403 => Some(login_hint(host)),
+        404 if s.url.contains("/manifests/") => Some(format!(
+            "{host} has no such image or tag: check the name and tag \
+             (`skopeo list-tags docker://{host}/{repo}` lists its tags)"
+        )),
+        429 => Some("the registry limits requests: wait and retry, or log in".into()),
+        _ => None,
+    }
+}
+
 /// A request body that can be sent again.
 pub(crate) enum Body<'a> {
     Empty,
@@ -573,13 +637,19 @@ impl Client {
         let domain = &self.reference.domain;
         if challenge.to_ascii_lowercase().starts_with("basic") {
             if self.creds.is_none() {
-                bail!(
-                    "{url}: the registry asks for credentials (HTTP 401) and none are configured for {domain} \
-                     (kiln login {domain}, or auths in $DOCKER_CONFIG/config.json)"
-                );
+                return Err(AuthError::new(
+                    url,
+                    domain,
+                    format!(
+                        "the registry asks for credentials and none are configured for {domain}"
+                    ),
+                )
+                .into());
             }
             if self.basic {
-                bail!("{url}: the registry refused the credentials (HTTP 401)");
+                return Err(
+                    AuthError::new(url, domain, "the registry refused the credentials").into(),
+                );
             }
             self.basic = true;
             return Ok(());
@@ -606,13 +676,15 @@ impl Client {
         )
         .with_context(|| format!("{url}: the registry asks for a token (HTTP 401)"))?;
         if reauth > 0 && stale.as_deref() == Some(t.as_str()) {
-            bail!("{url}: the registry refused the token (HTTP 401)");
+            return Err(AuthError::new(url, domain, "the registry refused the token").into());
         }
         if reauth > 0 && self.creds.is_none() {
-            bail!(
-                "{url}: the registry asks for credentials (HTTP 401) and none are configured for {domain} \
-                 (kiln login {domain}, or auths in $DOCKER_CONFIG/config.json)"
-            );
+            return Err(AuthError::new(
+                url,
+                domain,
+                format!("the registry asks for credentials and none are configured for {domain}"),
+            )
+            .into());
         }
         self.token = Some(t);
         Ok(())
@@ -777,10 +849,13 @@ impl Client {
         };
         inner.flush().context("cannot write a blob")?;
         if got != size {
-            bail!("{url}: blob {digest} is {got} bytes, the manifest says {size}");
+            return Err(Lied(format!(
+                "{url}: blob {digest} is {got} bytes, the manifest says {size}"
+            ))
+            .into());
         }
         if actual != digest {
-            bail!("{url}: blob {digest} arrived with digest {actual}");
+            return Err(Lied(format!("{url}: blob {digest} arrived with digest {actual}")).into());
         }
         let path = store.commit(tmp, digest)?;
         crate::progress::emit(&crate::progress::Event::Finished {

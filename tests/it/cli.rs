@@ -247,13 +247,13 @@ fn flag_errors_are_usage_errors() {
     // A registry that cannot be reached: a clear error at the FROM line.
     let dir = context("FROM 127.0.0.1:1/alpine\n");
     let o = kiln(dir.path(), &["build", "--cache-dir", "store", "."]);
-    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(o.status.code(), Some(4));
     let err = stderr(&o);
     assert!(
         err.contains("cannot reach http://127.0.0.1:1/v2/alpine/manifests/latest"),
         "{err}"
     );
-    assert!(err.contains("Dockerfile:1:1"), "{err}");
+    assert!(err.contains("Dockerfile:1"), "{err}");
 }
 
 #[test]

@@ -166,7 +166,7 @@ fn pull_retries_a_500_a_drop_and_a_cut_body() {
     );
 }
 
-/// A layer the registry always answers 500 for: exit 3, naming the
+/// A layer the registry always answers 500 for: exit 4, naming the
 /// registry, the blob, the status and the registry's own words, and
 /// nothing of that blob is left in the store.
 #[test]
@@ -183,7 +183,7 @@ fn a_persistent_500_on_a_blob_fails_cleanly() {
     });
     let c = Ctx::new(&format!("FROM {}/team/base:v1\n", proxy.addr), &[]);
     let o = c.kiln(&["-o", "type=tar,dest=-"]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let e = stderr(&o);
     for want in [proxy.addr.as_str(), layer.as_str(), "500", FAULT_MESSAGE] {
         assert!(e.contains(want), "the error does not name {want:?}:\n{e}");
@@ -342,7 +342,7 @@ fn push_resumes_when_completing_the_upload_fails() {
     assert_pushed_intact(&o, &reg, &bytes);
 }
 
-/// A registry that answers every upload with 500: exit 3, after a bounded
+/// A registry that answers every upload with 500: exit 4, after a bounded
 /// number of tries, naming the registry, the blob, the status and the
 /// registry's words.
 #[test]
@@ -360,7 +360,7 @@ fn an_upload_that_always_fails_is_a_clear_error() {
     let e = stderr(&o);
     let log = proxy.log();
     let summary = proxy.summary();
-    assert_eq!(o.status.code(), Some(3), "{e}\n{summary}");
+    assert_eq!(o.status.code(), Some(4), "{e}\n{summary}");
     // The blob being uploaded: the last one asked about before the first
     // upload request.
     let first_upload = log

@@ -539,7 +539,7 @@ fn unreachable_registry_is_a_clear_error() {
     let c = Ctx::new("FROM 127.0.0.1:1/alpine\nCOPY a /a\n", &[("a", "a\n")]);
     let o = kiln_local(&c, &["-o", "type=tar,dest=-"]);
     let e = stderr(&o);
-    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert_eq!(o.status.code(), Some(4), "{e}");
     assert!(e.contains("127.0.0.1:1/v2/alpine/manifests/latest"), "{e}");
     assert!(
         e.contains("Connection refused") || e.contains("connect"),

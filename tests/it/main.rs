@@ -6,6 +6,7 @@ mod cache;
 mod cli;
 mod consumers;
 mod debian;
+mod errors;
 mod expand;
 mod faults;
 mod hostile;

@@ -209,14 +209,14 @@ fn from_a_registry_image() {
     }
 }
 
-/// An image the registry does not have: exit 3, naming the image and the
+/// An image the registry does not have: exit 4, naming the image and the
 /// registry's HTTP status, at the FROM line.
 #[test]
 fn missing_registry_image_is_a_clear_error() {
     let reg = Registry::start();
     let c = Ctx::new(&format!("FROM {}/nope:1\n", reg.addr), &[]);
     let o = c.kiln(&["-o", "type=tar,dest=-"]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("Dockerfile:1") && e.contains("404"), "{e}");
 }
@@ -279,7 +279,7 @@ fn a_lying_registry_is_refused() {
     for (repo, want) in [("liar", "arrived with digest"), ("short", "failed 4 times")] {
         let c = Ctx::new(&format!("FROM {addr}/{repo}:1\n"), &[]);
         let o = c.kiln(&["-o", "type=tar,dest=-"]);
-        assert_eq!(o.status.code(), Some(3), "{repo}: {}", stderr(&o));
+        assert_eq!(o.status.code(), Some(4), "{repo}: {}", stderr(&o));
         let e = stderr(&o);
         assert!(
             e.contains(&claimed) && (e.contains(want) || e.contains("bytes")),
@@ -311,7 +311,7 @@ fn pulled_images_are_reused_offline() {
     let second = c.build_oci(&sde);
     assert_eq!(first.manifest_digest, second.manifest_digest);
     let o = c.kiln(&["--pull", "-o", "type=tar,dest=-"]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot reach"), "{}", stderr(&o));
 }
 
@@ -339,7 +339,7 @@ fn basic_auth_from_docker_config() {
         &["-o", "type=tar,dest=-"],
         &[("DOCKER_CONFIG", &empty.to_string_lossy())],
     );
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("asks for credentials"),
         "{}",
@@ -359,7 +359,7 @@ fn basic_auth_from_docker_config() {
         &["--pull", "-o", "type=tar,dest=-"],
         &[("DOCKER_CONFIG", &bad.to_string_lossy())],
     );
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("refused the credentials"), "{e}");
     assert!(
@@ -772,7 +772,7 @@ fn login_and_logout() {
         .expect("kiln logout");
     assert!(o.status.success(), "{}", stderr(&o));
     let o = c.kiln_env(&["--pull", "-o", "type=tar,dest=-"], &env);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("asks for credentials"),
         "{}",
@@ -1081,5 +1081,5 @@ elif action in ("get", "erase"):
     let log = std::fs::read_to_string(vault.join("log")).expect("log");
     assert_eq!(log.lines().collect::<Vec<_>>(), ["store", "get", "erase"]);
     let o = c.kiln_env(&["--pull", "-o", "type=tar,dest=-"], &env);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
 }

@@ -416,7 +416,7 @@ fn pull_with_a_bearer_token() {
 }
 
 /// Without credentials kiln asks the token service anonymously, gets a
-/// token that grants nothing, and fails with exit 3 and a message that
+/// token that grants nothing, and fails with exit 4 and a message that
 /// says the registry wants credentials and none are configured (as it says
 /// for a basic-auth registry), naming the registry and the 401.
 #[test]
@@ -430,7 +430,7 @@ fn pull_without_credentials_is_a_clear_error() {
     let o = c.kiln_env(&["-o", "type=tar,dest=-"], &[("DOCKER_CONFIG", &cfg)]);
     let e = stderr(&o);
     eprintln!("kiln without credentials: {e}");
-    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert_eq!(o.status.code(), Some(4), "{e}");
     let reqs = ts.requests();
     assert!(
         !reqs.is_empty() && reqs.iter().all(|r| !r.with_credentials),
@@ -448,7 +448,7 @@ fn pull_without_credentials_is_a_clear_error() {
 }
 
 /// A wrong password: the token service answers 401, and kiln says so
-/// (exit 3), without printing the password.
+/// (exit 4), without printing the password.
 #[test]
 fn wrong_password_is_refused_by_the_token_service() {
     let ts = TokenServer::start();

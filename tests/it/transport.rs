@@ -222,7 +222,7 @@ fn proxies_from_the_environment() {
         &["-o", "type=tar,dest=-"],
         &[("HTTPS_PROXY", &via_tls)],
     );
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(
         stderr(&o).to_lowercase().contains("certificate"),
         "{}",
@@ -239,7 +239,7 @@ fn proxies_from_the_environment() {
             ("NO_PROXY", "registry.kiln.test"),
         ],
     );
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("registry.kiln.test"), "{}", stderr(&o));
     assert_eq!(
         tls_proxy.log().len(),
