@@ -247,6 +247,56 @@ pub struct BuildArgs {
     /// Networking for RUN steps.
     #[arg(long, value_enum, value_name = "MODE", help_heading = "Execution")]
     pub network: Option<Network>,
+    /// Add a host to RUN's /etc/hosts: NAME:IP; repeatable.
+    #[arg(
+        long = "add-host",
+        value_name = "NAME:IP",
+        value_delimiter = ',',
+        help_heading = "Execution"
+    )]
+    pub add_hosts: Vec<String>,
+    /// Size of RUN's /dev/shm (e.g. 128m; default 64m).
+    #[arg(long = "shm-size", value_name = "SIZE", help_heading = "Execution")]
+    pub shm_size: Option<String>,
+    /// A resource limit for RUN: NAME=SOFT[:HARD] (e.g. nofile=1024:4096); repeatable.
+    #[arg(
+        long = "ulimit",
+        value_name = "NAME=SOFT[:HARD]",
+        help_heading = "Execution"
+    )]
+    pub ulimits: Vec<String>,
+    /// Allow an extra privilege (kiln grants network.host; security.insecure is refused).
+    #[arg(
+        long = "allow",
+        value_name = "ENTITLEMENT",
+        value_delimiter = ',',
+        help_heading = "Execution"
+    )]
+    pub allow: Vec<String>,
+    /// Accepted for docker compatibility and ignored: kiln has no builder instances.
+    #[arg(long = "builder", value_name = "NAME", help_heading = "Compatibility")]
+    pub builder: Option<String>,
+    /// Accepted for docker compatibility: kiln writes no provenance attestation (a warning says so unless false).
+    #[arg(long = "provenance", value_name = "VALUE", num_args = 0..=1, require_equals = true, default_missing_value = "true", help_heading = "Compatibility")]
+    pub provenance: Option<String>,
+    /// Accepted for docker compatibility: kiln writes no SBOM attestation (a warning says so unless false).
+    #[arg(long = "sbom", value_name = "VALUE", num_args = 0..=1, require_equals = true, default_missing_value = "true", help_heading = "Compatibility")]
+    pub sbom: Option<String>,
+    /// Accepted for docker compatibility: kiln writes no attestations (a warning says so).
+    #[arg(long = "attest", value_name = "SPEC", help_heading = "Compatibility")]
+    pub attest: Vec<String>,
+    /// Add an OCI annotation to the image manifest: KEY=VALUE, or manifest:KEY=VALUE / index:KEY=VALUE; repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE", help_heading = "Output")]
+    pub annotations: Vec<String>,
+    /// Load the image into the running Docker daemon (`docker load`); shorthand for a docker output.
+    #[arg(long, help_heading = "Output")]
+    pub load: bool,
+    /// Import build cache: type=local,src=DIR (a directory --cache-to wrote).
+    #[arg(long = "cache-from", value_name = "SPEC", help_heading = "Cache")]
+    pub cache_from: Vec<String>,
+    /// Export the build cache this build used: type=local,dest=DIR.
+    #[arg(long = "cache-to", value_name = "SPEC", help_heading = "Cache")]
+    pub cache_to: Vec<String>,
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto", help_heading = "Display")]
     pub progress: Progress,

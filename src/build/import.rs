@@ -169,6 +169,7 @@ impl Images {
                         image: Image {
                             config,
                             layers: vec![layer],
+                            annotations: Default::default(),
                         },
                         rootfs,
                         entries: Some(entries),
@@ -453,7 +454,14 @@ fn load_layout(
         let stored = import_blob(&src, &digest, store)?;
         layers.push(layer_blob(&stored, &digest, desc.size(), diff_id)?);
     }
-    Ok((Image { config, layers }, manifest_digest))
+    Ok((
+        Image {
+            config,
+            layers,
+            annotations: Default::default(),
+        },
+        manifest_digest,
+    ))
 }
 
 /// What a stored layer blob is: its size (checked against the manifest's)
@@ -576,7 +584,14 @@ fn pull(
             layer_blob(&stored, &digest, desc.size(), diff_id).with_context(|| format!("{r}"))?,
         );
     }
-    Ok((Image { config, layers }, manifest_digest))
+    Ok((
+        Image {
+            config,
+            layers,
+            annotations: Default::default(),
+        },
+        manifest_digest,
+    ))
 }
 
 /// Pulls an image's manifest, config and layers into the store without

@@ -73,6 +73,12 @@ pub struct BuildOptions {
     /// Only say what each step would do (`--dry-run`): run nothing, pull
     /// nothing.
     pub dry_run: bool,
+    /// `--add-host NAME:IP` entries for RUN's `/etc/hosts`.
+    pub add_hosts: Vec<(String, String)>,
+    /// `--shm-size` for RUN's `/dev/shm`.
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s for RUN.
+    pub ulimits: Vec<(String, u64, u64)>,
     /// Called with each layer a step of the final image makes (the blob's
     /// digest), as soon as it is in the store: `--push` starts uploading.
     pub on_layer: Option<LayerHook>,
@@ -116,10 +122,12 @@ struct StageState {
 }
 
 /// Steps that came from the cache and steps that ran.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Counts {
     pub cached: usize,
     pub ran: usize,
+    /// The cache keys of the steps the build used.
+    pub keys: Vec<String>,
 }
 
 /// Says, step by step, whether the cache has each step (`--dry-run`).
@@ -129,8 +137,8 @@ pub fn dry_run(
     store: &Store,
     report: &(dyn Fn(&crate::progress::Event) + Sync),
 ) -> Result<Counts> {
-    let (_, (cached, ran)) = solve::solve(plan, opts, store, report)?;
-    Ok(Counts { cached, ran })
+    let (_, (cached, ran), keys) = solve::solve(plan, opts, store, report)?;
+    Ok(Counts { cached, ran, keys })
 }
 
 /// Builds the plan's target stage.
@@ -142,7 +150,7 @@ pub fn build(
 ) -> Result<(Built, Counts)> {
     let now = opts.source_date_epoch.unwrap_or_else(unix_now);
     let created = crate::image::config::rfc3339(now, 0);
-    let (mut target, (cached, ran)) = solve::solve(plan, opts, store, report)?;
+    let (mut target, (cached, ran), keys) = solve::solve(plan, opts, store, report)?;
     if opts.materialize {
         target.view.materialize(store)?;
     }
@@ -156,11 +164,12 @@ pub fn build(
             image: Image {
                 config,
                 layers: target.layers,
+                annotations: Default::default(),
             },
             owners: target.view.owner_modes(),
             rootfs: target.view.root,
         },
-        Counts { cached, ran },
+        Counts { cached, ran, keys },
     ))
 }
 

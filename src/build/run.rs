@@ -89,7 +89,7 @@ pub fn run(
     let hosts = dir.join("hosts");
     let resolv = dir.join("resolv.conf");
     let hostname = dir.join("hostname");
-    write(&hosts, &crate::exec::hosts_file(HOSTNAME))?;
+    write(&hosts, &crate::exec::hosts_file(HOSTNAME, &opts.add_hosts))?;
     write(&resolv, &crate::exec::resolv_conf())?;
     write(&hostname, &format!("{HOSTNAME}\n"))?;
 
@@ -151,6 +151,8 @@ pub fn run(
         mounts: prepared.mounts.clone(),
         secret_env: prepared.secret_env.clone(),
         secrets_dir: dir.join("secrets"),
+        shm_size: opts.shm_size,
+        ulimits: opts.ulimits.clone(),
     };
     std::fs::create_dir_all(&spec.secrets_dir).context("cannot create a secrets directory")?;
     let echo = |line: &str| at.report(sh, crate::progress::StepEvent::Output(line));

@@ -52,6 +52,8 @@ pub(super) struct Shared<'a> {
     pub created: String,
     pub hits: AtomicUsize,
     pub misses: AtomicUsize,
+    /// The keys of the steps this build used (for `--cache-to`).
+    used: Mutex<Vec<String>>,
 }
 
 /// The error a stage stops with when another one failed first.
@@ -99,7 +101,7 @@ pub(super) fn solve(
     opts: &BuildOptions,
     store: &Store,
     report: &(dyn Fn(&Event) + Sync),
-) -> Result<(StageState, (usize, usize))> {
+) -> Result<(StageState, (usize, usize), Vec<String>)> {
     let now = opts.source_date_epoch.unwrap_or_else(super::unix_now);
     let mut numbers = BTreeMap::new();
     let mut total = 0;
@@ -136,6 +138,7 @@ pub(super) fn solve(
         created: crate::image::config::rfc3339(now, 0),
         hits: AtomicUsize::new(0),
         misses: AtomicUsize::new(0),
+        used: Mutex::new(Vec::new()),
     };
     let result = schedule(&sh);
     // Digests learned are worth keeping even when the build failed.
@@ -159,7 +162,8 @@ pub(super) fn solve(
         sh.hits.load(Ordering::Relaxed),
         sh.misses.load(Ordering::Relaxed),
     );
-    Ok((state, counts))
+    let used = sh.used.lock().map(|u| u.clone()).unwrap_or_default();
+    Ok((state, counts, used))
 }
 
 /// Runs each stage on a thread of its own once the stages it needs are
@@ -390,6 +394,9 @@ fn run_step(
     }
     let (inputs, files, uncacheable) = super::keys::inputs(sh, step, state, parent)?;
     let key = inputs.key();
+    if let Ok(mut u) = sh.used.lock() {
+        u.push(key.clone());
+    }
     // A step whose inputs do not say what it makes (ADD of a URL without
     // --checksum) hands the steps after it a key that covers what it made.
     let by_output = uncacheable.is_some();

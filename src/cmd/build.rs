@@ -53,12 +53,45 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
                 })?,
         ),
     };
-    let outputs: Vec<Output> = args
-        .outputs
+    // `type=registry` (and `type=image,push=true`) outputs push, as
+    // --push does, to their `name=`s or the -t names.
+    let mut push = args.push;
+    let mut tags = args.tags.clone();
+    let mut specs = Vec::new();
+    for o in &args.outputs {
+        match registry_output(o).map_err(Failure::usage)? {
+            Some((p, names)) => {
+                push |= p;
+                tags.extend(names);
+            }
+            None => specs.push(o.clone()),
+        }
+    }
+    tags.dedup();
+    let mut outputs: Vec<Output> = specs
         .iter()
         .map(|o| Output::parse(o))
         .collect::<Result<_, _>>()
         .map_err(Failure::usage)?;
+    let load_to = if args.load {
+        let docker = which("docker").ok_or_else(|| {
+            Failure::usage("--load needs the docker command and a running Docker daemon")
+        })?;
+        Some(docker)
+    } else {
+        None
+    };
+    let settings_extra = compat_settings(args)?;
+    let cache_from: Vec<std::path::PathBuf> = args
+        .cache_from
+        .iter()
+        .filter_map(|c| local_cache(c, "src", "--cache-from").transpose())
+        .collect::<Result<_, _>>()?;
+    let cache_to: Vec<std::path::PathBuf> = args
+        .cache_to
+        .iter()
+        .filter_map(|c| local_cache(c, "dest", "--cache-to").transpose())
+        .collect::<Result<_, _>>()?;
     // A tarball is no use on a terminal (buildx refuses too).
     if outputs.iter().any(|o| o.dest == export::Dest::Stdout)
         && std::io::IsTerminal::is_terminal(&std::io::stdout())
@@ -169,6 +202,9 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         },
         dry_run: false,
         on_layer: None,
+        add_hosts: settings_extra.add_hosts,
+        shm_size: settings_extra.shm_size,
+        ulimits: settings_extra.ulimits,
     };
     match args.dry_run {
         Some(DryRun::Json) => {
@@ -197,7 +233,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         }
         None => {}
     }
-    if outputs.is_empty() && !args.push && !quiet {
+    if outputs.is_empty() && !push && load_to.is_none() && !quiet {
         eprintln!(
             "warning: no --output given: the result stays in kiln's store only; \
              use -o type=oci,dest=FILE, -o type=docker,dest=FILE or -o DIR"
@@ -250,9 +286,16 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     bopts.secrets = secrets;
     bopts.ssh = ssh;
     bopts.work = work.path().to_path_buf();
+    for dir in &cache_from {
+        match crate::store::transfer::import(&store, dir) {
+            Ok(n) if !quiet => eprintln!("imported {n} cache entries from {}", dir.display()),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: --cache-from {}: {}", dir.display(), chain(&e)),
+        }
+    }
     // With --push, layers go up while later steps run.
-    let early = (args.push && !args.tags.is_empty())
-        .then(|| crate::registry::EarlyPush::start(&args.tags, store.clone()));
+    let early =
+        (push && !tags.is_empty()).then(|| crate::registry::EarlyPush::start(&tags, store.clone()));
     if let Some(e) = &early {
         bopts.on_layer = Some(std::sync::Arc::new(e.queue()));
     }
@@ -281,11 +324,22 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             .labels
             .insert(k.to_string(), v.to_string());
     }
+    built.image.annotations = settings_extra.annotations.clone();
+    if load_to.is_some() {
+        // --load: a docker archive, fed to `docker load`.
+        outputs.push(Output {
+            kind: export::Kind::Docker,
+            dest: export::Dest::Path(bopts.work.join("load.tar")),
+            compression: None,
+            oci_mediatypes: false,
+            names: Vec::new(),
+        });
+    }
     let export = Export {
         image: &built.image,
         rootfs: &built.rootfs,
         store: &store,
-        tags: &args.tags,
+        tags: &tags,
         source_date_epoch: sde,
         owners: &built.owners,
     };
@@ -295,8 +349,25 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             return Ok(exit::BUILD);
         }
     }
-    if args.push {
-        if let Err(e) = push(&built.image, &args.tags, &store, quiet, early) {
+    if let Some(docker) = &load_to {
+        let archive = bopts.work.join("load.tar");
+        outputs.retain(|o| o.dest != export::Dest::Path(archive.clone()));
+        let o = std::process::Command::new(docker)
+            .args(["load", "-q", "-i"])
+            .arg(&archive)
+            .output()
+            .map_err(|e| build_failure(format!("--load: cannot run {}: {e}", docker.display())))?;
+        if !o.status.success() {
+            crate::progress::finish();
+            eprintln!(
+                "error: --load: docker load failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return Ok(exit::BUILD);
+        }
+    }
+    if push {
+        if let Err(e) = push_image(&built.image, &tags, &store, quiet, early) {
             crate::progress::finish();
             eprintln!("error: {}", chain(&e));
             if let Some(h) = crate::registry::hint(&e) {
@@ -324,24 +395,28 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             "containerimage.digest": digest,
             "containerimage.config.digest": docs.config.digest,
         });
-        if !args.tags.is_empty() {
-            let names: Vec<String> = args
-                .tags
-                .iter()
-                .map(|t| export::normalize_name(t))
-                .collect();
+        if !tags.is_empty() {
+            let names: Vec<String> = tags.iter().map(|t| export::normalize_name(t)).collect();
             m["image.name"] = names.join(",").into();
         }
         let text = serde_json::to_vec_pretty(&m).map_err(|e| build_failure(e.to_string()))?;
         write_file(p, &text)?;
     }
+    for dir in &cache_to {
+        if let Err(e) = crate::store::transfer::export(&store, &counts.keys, dir) {
+            eprintln!("error: --cache-to {}: {}", dir.display(), chain(&e));
+            return Ok(exit::BUILD);
+        }
+    }
     crate::progress::finish();
     let secs = started.elapsed().as_secs_f64();
     let mut went: Vec<String> = outputs.iter().map(describe_output).collect();
-    if args.push {
+    if load_to.is_some() {
+        went.push("loaded into docker".into());
+    }
+    if push {
         went.extend(
-            args.tags
-                .iter()
+            tags.iter()
                 .map(|t| format!("pushed to {}", export::normalize_name(t))),
         );
     }
@@ -374,6 +449,148 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     Ok(0)
 }
 
+/// A `--output` of `type=registry` or `type=image`: whether it pushes,
+/// and its `name=`s; `None` for other types.
+fn registry_output(spec: &str) -> Result<Option<(bool, Vec<String>)>, String> {
+    let fields: Vec<(&str, &str)> = spec.split(',').filter_map(|f| f.split_once('=')).collect();
+    let kind = fields.iter().find(|(k, _)| *k == "type").map(|(_, v)| *v);
+    let registry = match kind {
+        Some("registry") => true,
+        Some("image") => false,
+        _ => return Ok(None),
+    };
+    let mut push = registry;
+    let mut names = Vec::new();
+    for (k, v) in &fields {
+        match *k {
+            "type" => {}
+            "name" => names.extend(v.split(' ').filter(|n| !n.is_empty()).map(str::to_string)),
+            "push" => push = *v == "true",
+            // Attributes of BuildKit's image exporter kiln has no use for.
+            "oci-mediatypes" | "compression" | "compression-level" | "force-compression"
+            | "store" | "unpack" | "rewrite-timestamp" => {}
+            other => {
+                return Err(format!(
+                    "--output {spec:?}: kiln does not know the attribute {other:?} of type={}",
+                    kind.unwrap_or("")
+                ))
+            }
+        }
+    }
+    Ok(Some((push, names)))
+}
+
+/// The directory of a `type=local` cache spec (`key` is `src` or `dest`);
+/// other types are ignored with a warning (a pipeline's registry or gha
+/// cache must not fail the build).
+fn local_cache(spec: &str, key: &str, flag: &str) -> Result<Option<std::path::PathBuf>, Failure> {
+    let fields: BTreeMap<&str, &str> = spec.split(',').filter_map(|f| f.split_once('=')).collect();
+    match fields.get("type").copied() {
+        Some("local") => match fields.get(key) {
+            Some(d) if !d.is_empty() => Ok(Some(std::path::PathBuf::from(d))),
+            _ => Err(Failure::usage(format!(
+                "{flag} {spec:?}: type=local needs {key}=DIR"
+            ))),
+        },
+        other => {
+            eprintln!(
+                "warning: {flag} {spec:?}: kiln keeps cache of type=local only; {} ignored",
+                other.map_or("this".to_string(), |t| format!("type={t}"))
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Settings from the flags docker's CLI has and kiln maps onto its own.
+struct CompatSettings {
+    add_hosts: Vec<(String, String)>,
+    shm_size: Option<u64>,
+    ulimits: Vec<(String, u64, u64)>,
+    annotations: BTreeMap<String, String>,
+}
+
+fn compat_settings(args: &BuildArgs) -> Result<CompatSettings, Failure> {
+    let mut add_hosts = Vec::new();
+    for h in &args.add_hosts {
+        // buildx takes NAME:IP and NAME=IP.
+        let (name, ip) = h
+            .split_once('=')
+            .or_else(|| h.split_once(':'))
+            .filter(|(n, i)| !n.is_empty() && !i.is_empty())
+            .ok_or_else(|| Failure::usage(format!("--add-host {h:?}: expected NAME:IP")))?;
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(Failure::usage(format!(
+                "--add-host {h:?}: {ip:?} is not an IP address"
+            )));
+        }
+        add_hosts.push((name.to_string(), ip.to_string()));
+    }
+    let shm_size = match &args.shm_size {
+        Some(s) => Some(
+            crate::exec::parse_size(s).map_err(|e| Failure::usage(format!("--shm-size: {e}")))?,
+        ),
+        None => None,
+    };
+    let ulimits = args
+        .ulimits
+        .iter()
+        .map(|u| crate::exec::parse_ulimit(u).map_err(Failure::usage))
+        .collect::<Result<Vec<_>, _>>()?;
+    for a in &args.allow {
+        match a.as_str() {
+            "network.host" => {}
+            "security.insecure" => {
+                return Err(Failure::usage(
+                    "--allow security.insecure: kiln does not run privileged steps",
+                ))
+            }
+            other => {
+                return Err(Failure::usage(format!(
+                    "--allow {other:?}: the entitlements are network.host and security.insecure"
+                )))
+            }
+        }
+    }
+    let off = |v: &Option<String>| v.as_deref().is_none_or(|v| v == "false" || v == "0");
+    if !off(&args.provenance) || !off(&args.sbom) || !args.attest.is_empty() {
+        eprintln!("warning: kiln writes no attestations (provenance, SBOM); the image has none");
+    }
+    let mut annotations = BTreeMap::new();
+    for a in &args.annotations {
+        let (target, kv) = match a.split_once(':') {
+            Some((t, kv)) if !t.contains('=') => (t, kv),
+            _ => ("manifest", a.as_str()),
+        };
+        if target != "manifest" {
+            return Err(Failure::usage(format!(
+                "--annotation {a:?}: kiln annotates the manifest only (manifest:KEY=VALUE or KEY=VALUE)"
+            )));
+        }
+        let (k, v) = kv
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| Failure::usage(format!("--annotation {a:?}: expected KEY=VALUE")))?;
+        annotations.insert(k.to_string(), v.to_string());
+    }
+    Ok(CompatSettings {
+        add_hosts,
+        shm_size,
+        ulimits,
+        annotations,
+    })
+}
+
+/// `name` on the PATH.
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
 /// Where an output went, in words.
 fn describe_output(o: &Output) -> String {
     let what = match o.kind {
@@ -390,7 +607,7 @@ fn describe_output(o: &Output) -> String {
 
 /// `--push`: every `-t` gets the image's blobs (those the repository lacks)
 /// and then its manifest, with OCI media types.
-fn push(
+fn push_image(
     image: &crate::image::Image,
     tags: &[String],
     store: &Store,

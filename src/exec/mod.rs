@@ -63,6 +63,83 @@ pub struct Spec {
     pub secret_env: Vec<(String, usize)>,
     /// An empty host directory where a tmpfs holds the secret files.
     pub secrets_dir: PathBuf,
+    /// `/dev/shm`'s size in bytes (`--shm-size`; 64 MiB by default).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s: (resource name, soft, hard).
+    #[serde(default)]
+    pub ulimits: Vec<(String, u64, u64)>,
+}
+
+/// Parses `--ulimit NAME=SOFT[:HARD]` (`-1` or `unlimited`: no limit),
+/// as docker names the resources.
+pub fn parse_ulimit(spec: &str) -> Result<(String, u64, u64), String> {
+    let (name, vals) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--ulimit {spec:?}: expected NAME=SOFT[:HARD]"))?;
+    if resource(name).is_none() {
+        return Err(format!(
+            "--ulimit {spec:?}: unknown limit {name:?} (core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack)"
+        ));
+    }
+    let num = |v: &str| -> Result<u64, String> {
+        match v {
+            "-1" | "unlimited" => Ok(u64::MAX),
+            _ => v
+                .parse()
+                .map_err(|_| format!("--ulimit {spec:?}: {v:?} is not a number")),
+        }
+    };
+    let (soft, hard) = match vals.split_once(':') {
+        Some((s, h)) => (num(s)?, num(h)?),
+        None => (num(vals)?, num(vals)?),
+    };
+    if soft > hard {
+        return Err(format!(
+            "--ulimit {spec:?}: the soft limit is above the hard one"
+        ));
+    }
+    Ok((name.to_string(), soft, hard))
+}
+
+/// The `setrlimit` resource a docker ulimit name stands for.
+pub fn resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match name {
+        "core" => libc::RLIMIT_CORE,
+        "cpu" => libc::RLIMIT_CPU,
+        "data" => libc::RLIMIT_DATA,
+        "fsize" => libc::RLIMIT_FSIZE,
+        "locks" => libc::RLIMIT_LOCKS,
+        "memlock" => libc::RLIMIT_MEMLOCK,
+        "msgqueue" => libc::RLIMIT_MSGQUEUE,
+        "nice" => libc::RLIMIT_NICE,
+        "nofile" => libc::RLIMIT_NOFILE,
+        "nproc" => libc::RLIMIT_NPROC,
+        "rss" => libc::RLIMIT_RSS,
+        "rtprio" => libc::RLIMIT_RTPRIO,
+        "rttime" => libc::RLIMIT_RTTIME,
+        "sigpending" => libc::RLIMIT_SIGPENDING,
+        "stack" => libc::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+/// Parses a size as docker's `--shm-size` takes it: bytes, or a number
+/// with b, k, m or g (powers of 1024).
+pub fn parse_size(spec: &str) -> Result<u64, String> {
+    let s = spec.trim().to_ascii_lowercase();
+    let (num, mult) = match s.chars().last() {
+        Some('b') => (&s[..s.len() - 1], 1u64),
+        Some('k') => (&s[..s.len() - 1], 1 << 10),
+        Some('m') => (&s[..s.len() - 1], 1 << 20),
+        Some('g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s.as_str(), 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{spec:?} is not a size such as 64m or 1g"))
 }
 
 /// One `RUN --mount`, resolved to host paths.
@@ -251,8 +328,14 @@ pub(crate) fn report(path: &Path, text: &str) {
 }
 
 /// The `/etc/hosts` a step sees, as BuildKit's.
-pub fn hosts_file(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+pub fn hosts_file(hostname: &str, extra: &[(String, String)]) -> String {
+    let mut s =
+        format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    // `--add-host NAME:IP`, as BuildKit appends them.
+    for (name, ip) in extra {
+        s.push_str(&format!("{ip}\t{name}\n"));
+    }
+    s
 }
 
 /// The host's resolver configuration for steps: systemd-resolved's

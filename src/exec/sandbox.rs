@@ -221,6 +221,31 @@ fn setup(spec: &Spec, secrets: &[Vec<u8>]) -> Result<(), String> {
     pivot(root)?;
     std::env::set_current_dir(&spec.cwd)
         .map_err(|e| format!("cannot change to the working directory {}: {e}", spec.cwd))?;
+    for (name, soft, hard) in &spec.ulimits {
+        let Some(res) = super::resource(name) else {
+            return Err(format!("unknown ulimit {name:?}"));
+        };
+        let lim = libc::rlimit {
+            rlim_cur: if *soft == u64::MAX {
+                libc::RLIM_INFINITY
+            } else {
+                *soft
+            },
+            rlim_max: if *hard == u64::MAX {
+                libc::RLIM_INFINITY
+            } else {
+                *hard
+            },
+        };
+        // Raised while kiln is still root in the step's namespace.
+        // SAFETY: setrlimit with a valid struct.
+        if unsafe { libc::setrlimit(res, &lim) } != 0 {
+            return Err(format!(
+                "cannot set ulimit {name}={soft}:{hard}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
     drop_bounding_capabilities()?;
     // SAFETY: plain syscalls with valid buffers.
     unsafe {
@@ -698,7 +723,13 @@ fn setup_dev(spec: &Spec, dev: &Path) -> Result<(), String> {
         dev.join("shm"),
         "tmpfs",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        Some(cstr("mode=1777,size=65536k")?.as_c_str()),
+        Some(
+            cstr(&format!(
+                "mode=1777,size={}",
+                spec.shm_size.unwrap_or(64 << 20)
+            ))?
+            .as_c_str(),
+        ),
     )
     .map_err(|e| format!("cannot mount /dev/shm: {e}"))?;
     for (link, target) in [

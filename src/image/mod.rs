@@ -46,6 +46,8 @@ impl LayerBlob {
 pub struct Image {
     pub config: ImageConfig,
     pub layers: Vec<LayerBlob>,
+    /// Annotations of the manifest (`--annotation`).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// A JSON document with its digest.
@@ -118,6 +120,15 @@ impl Image {
             .layers(layers)
             .build()
             .map_err(|e| anyhow::anyhow!("cannot make the manifest: {e}"))?;
+        let mut manifest = manifest;
+        if !self.annotations.is_empty() {
+            manifest.set_annotations(Some(
+                self.annotations
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ));
+        }
         let manifest = Blob::new(
             if oci { OCI_MANIFEST } else { DOCKER_MANIFEST },
             canonical::to_vec(&manifest)?,

@@ -8,6 +8,7 @@
 
 pub mod gc;
 pub mod index;
+pub mod transfer;
 
 use std::fs;
 use std::io;

@@ -68,6 +68,11 @@ impl Dockerd {
         panic!("dockerd did not start:\n{log}");
     }
 
+    /// The daemon's DOCKER_HOST.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
     fn docker(&self, args: &[&str]) -> std::process::Output {
         Command::new(DOCKER)
             .env(
