@@ -42,6 +42,31 @@ pub enum Command {
     Prune(PruneArgs),
     /// Show the disk use of kiln's store and build cache.
     Du(DuArgs),
+    /// Print an image's config and layers: from a registry, the store, or an OCI or docker archive.
+    Inspect(InspectArgs),
+    /// List the images kiln's store holds (pulled, and built with -t).
+    Images(DuArgs),
+    /// Print a shell completion script: bash, zsh or fish.
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// NAME[:TAG][@DIGEST], or the path of an OCI or docker archive.
+    #[arg(value_name = "REF|ARCHIVE")]
+    pub target: String,
+    /// The platform, for a multi-platform image (default: this host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// The store (default: as for `kiln build`).
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

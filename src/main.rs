@@ -63,6 +63,18 @@ fn main() {
         Command::Logout(args) => cmd::registry::logout(args),
         Command::Prune(args) => cmd::registry::prune(args),
         Command::Du(args) => cmd::registry::du(args),
+        Command::Inspect(args) => cmd::inspect::inspect(args),
+        Command::Images(args) => cmd::inspect::images(args),
+        Command::Completion(args) => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                args.shell,
+                &mut kiln::cli::Cli::command(),
+                "kiln",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
     };
     let code = match result {
         Ok(code) => code,

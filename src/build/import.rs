@@ -619,6 +619,41 @@ pub fn pull_config(
     Ok(fetch_manifest(&mut client, &r, store, platform, refresh)?.1)
 }
 
+/// An image's manifest digest, manifest and config as JSON (`kiln
+/// inspect`): from the store when it was pulled (or built with -t)
+/// before, else from its registry.
+pub fn manifest_and_config(
+    reference: &str,
+    store: &Store,
+    platform: &Platform,
+) -> Result<(String, serde_json::Value, serde_json::Value)> {
+    // The registry's answer first; offline, what the store recorded.
+    let remote = open_registry(reference)
+        .and_then(|(r, mut client)| Ok(fetch_manifest(&mut client, &r, store, platform, true)?.2));
+    let digest = match remote {
+        Ok(d) => d,
+        Err(e) => {
+            let built = store.get_ref(&format!(
+                "built:{}",
+                crate::export::normalize_name(reference)
+            ));
+            match (built, resolve_offline(reference, store, platform)) {
+                (Some(d), _) | (None, Some((d, _))) => d,
+                (None, None) => return Err(e),
+            }
+        }
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&store.read(&digest)?)
+        .with_context(|| format!("{reference}: the manifest is not JSON"))?;
+    let cfg = manifest["config"]["digest"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let config: serde_json::Value = serde_json::from_slice(&store.read(&cfg)?)
+        .with_context(|| format!("{reference}: the config is not JSON"))?;
+    Ok((digest, manifest, config))
+}
+
 /// What `reference` resolved to when it was last pulled, from the store
 /// alone: the platform's manifest digest and the config.
 pub fn resolve_offline(

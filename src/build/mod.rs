@@ -20,7 +20,7 @@ mod solve;
 mod users;
 mod view;
 
-pub use import::{pull_to_store, NamedContext, NamedResolver};
+pub use import::{manifest_and_config, pull_to_store, NamedContext, NamedResolver};
 
 use crate::context::ignore::Matcher;
 use crate::image::config::{History, ImageConfig};

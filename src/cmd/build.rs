@@ -68,6 +68,11 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         }
     }
     tags.dedup();
+    if push && tags.is_empty() {
+        return Err(Failure::usage(
+            "--push (or --output type=registry) needs a name to push to: -t NAME, or name= in the output",
+        ));
+    }
     let mut outputs: Vec<Output> = specs
         .iter()
         .map(|o| Output::parse(o))
@@ -386,6 +391,19 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         .documents(oci)
         .map_err(|e| build_failure(e.to_string()))?;
     let digest = docs.manifest.digest.clone();
+    // `kiln images` and `kiln inspect` know what was built with -t (as
+    // it would be pushed: OCI media types).
+    if let (false, Ok(d)) = (tags.is_empty(), built.image.documents(true)) {
+        let stored = store
+            .put_bytes(&d.config.bytes)
+            .and_then(|_| store.put_bytes(&d.manifest.bytes));
+        if stored.is_ok() {
+            for t in &tags {
+                let name = format!("built:{}", export::normalize_name(t));
+                let _ = store.set_ref(&name, &d.manifest.digest);
+            }
+        }
+    }
     if let Some(p) = &args.iidfile {
         // The image ID, as buildx writes it: the config digest.
         write_file(p, docs.config.digest.as_bytes())?;

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod check;
+pub mod inspect;
 pub mod registry;
 
 use crate::cli::{DockerfileSource, PlanSettings};

@@ -202,6 +202,26 @@ impl Store {
             .filter(|d| digest_hex(d).is_ok())
     }
 
+    /// Every name the store records, with its digest, sorted by name.
+    pub fn refs(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Ok(rd) = fs::read_dir(self.root.join("refs")) {
+            for e in rd.flatten() {
+                let Ok(text) = fs::read_to_string(e.path()) else {
+                    continue;
+                };
+                let mut lines = text.lines();
+                if let (Some(n), Some(d)) = (lines.next(), lines.next()) {
+                    if digest_hex(d).is_ok() {
+                        out.push((n.to_string(), d.to_string()));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Records what a name resolved to (written to a temporary file and
     /// renamed, so a reader never sees half of it).
     pub fn set_ref(&self, name: &str, digest: &str) -> Result<(), StoreError> {

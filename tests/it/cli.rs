@@ -365,3 +365,40 @@ fn thousands_of_nested_onbuilds_are_an_error_not_a_crash() {
         err.len()
     );
 }
+
+/// `kiln completion` prints a script for each shell; `kiln build --help`
+/// groups its options by topic.
+#[test]
+fn completion_scripts_and_grouped_help() {
+    for (shell, want) in [
+        ("bash", "_kiln()"),
+        ("zsh", "#compdef kiln"),
+        ("fish", "complete -c kiln"),
+    ] {
+        let o = Command::new(crate::util::kiln_bin())
+            .args(["completion", shell])
+            .output()
+            .expect("kiln");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains(want) && out.contains("no-cache"),
+            "{shell}: {out}"
+        );
+    }
+    let o = Command::new(crate::util::kiln_bin())
+        .args(["build", "--help"])
+        .output()
+        .expect("kiln");
+    let help = String::from_utf8_lossy(&o.stdout);
+    for heading in [
+        "Input:",
+        "Output:",
+        "Cache:",
+        "Execution:",
+        "Display:",
+        "Compatibility:",
+    ] {
+        assert!(help.contains(heading), "no {heading} in:\n{help}");
+    }
+}

@@ -196,3 +196,51 @@ fn load_into_docker() {
     ]);
     assert_eq!(out, "loaded\n");
 }
+
+/// `kiln inspect` reads an OCI archive, a docker archive and a registry
+/// image; `kiln images` lists what was built with -t and what was pulled.
+#[test]
+fn inspect_and_images() {
+    let reg = Registry::start();
+    let c = busybox("LABEL team=web\nRUN echo x > /x\n", &[]);
+    let tag = format!("{}/web:2", reg.addr);
+    let o = c.kiln(&[
+        "-t",
+        &tag,
+        "--push",
+        "-o",
+        &format!("type=oci,dest={}", c.path("o.tar").display()),
+        "-o",
+        &format!("type=docker,dest={}", c.path("d.tar").display()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = |args: &[&str]| -> serde_json::Value {
+        let o = Command::new(crate::util::kiln_bin())
+            .args(args)
+            .arg("--cache-dir")
+            .arg(c.path("store"))
+            .output()
+            .expect("kiln");
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).expect("json")
+    };
+    let oci = run(&["inspect", &c.path("o.tar").to_string_lossy()]);
+    assert_eq!(oci["config"]["Labels"]["team"], "web");
+    assert_eq!(oci["layers"].as_array().map(Vec::len), Some(2));
+    let docker = run(&["inspect", &c.path("d.tar").to_string_lossy()]);
+    assert_eq!(docker["config"]["Labels"]["team"], "web");
+    let remote = run(&["inspect", &tag]);
+    assert_eq!(remote["digest"], oci["digest"]);
+    assert_eq!(remote["layers"], oci["layers"]);
+    let o = Command::new(crate::util::kiln_bin())
+        .args(["images", "--cache-dir"])
+        .arg(c.path("store"))
+        .output()
+        .expect("kiln");
+    let list = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&tag) && l.contains("built")),
+        "{list}"
+    );
+}

@@ -396,10 +396,13 @@ fn bad_outputs_are_usage_errors() {
             format!("type=zip,dest={}", out.display()),
             vec!["zip", "not one of"],
         ),
-        ("type=registry".to_string(), vec!["registry", "--push"]),
         (
-            "type=image,name=example.com/app:1,push=true".to_string(),
-            vec!["registry", "--push"],
+            "type=registry".to_string(),
+            vec!["registry", "--push", "-t"],
+        ),
+        (
+            "type=image,name=example.com/app:1,colour=blue".to_string(),
+            vec!["colour"],
         ),
         (
             format!("type=oci,dest={},oci-mediatypes=maybe", out.display()),
