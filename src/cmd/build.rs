@@ -412,6 +412,11 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         let mut m = serde_json::json!({
             "containerimage.digest": digest,
             "containerimage.config.digest": docs.config.digest,
+            "containerimage.descriptor": {
+                "mediaType": docs.manifest.media_type,
+                "digest": digest,
+                "size": docs.manifest.bytes.len(),
+            },
         });
         if !tags.is_empty() {
             let names: Vec<String> = tags.iter().map(|t| export::normalize_name(t)).collect();

@@ -18,6 +18,7 @@ mod parse;
 mod plan;
 mod progress;
 pub mod proxy;
+mod readme;
 mod realworld;
 mod registry;
 mod run;
