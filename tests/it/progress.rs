@@ -42,7 +42,7 @@ impl Tmux {
 
     /// The screen, as text (`escapes`: with the color codes).
     fn screen(&self, escapes: bool) -> String {
-        let mut args = vec!["-L", &self.socket, "capture-pane", "-p"];
+        let mut args = vec!["-u", "-L", &self.socket, "capture-pane", "-p"];
         if escapes {
             args.push("-e");
         }
