@@ -17,7 +17,9 @@ impl Tmux {
     fn start(command: &str, env: &[(&str, &str)]) -> Tmux {
         let socket = format!("kiln-test-{}-{}", std::process::id(), rand_suffix());
         let mut cmd = Command::new("tmux");
+        // -u: UTF-8 whatever the locale (the view draws ✔ and spinners).
         cmd.args([
+            "-u",
             "-L",
             &socket,
             "-f",
