@@ -6,10 +6,20 @@ use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::io::Read;
 
+/// A failure of a registry command: exit 4 when a registry failed, with
+/// kiln's hint on a line of its own.
 fn failure(e: anyhow::Error) -> Failure {
+    let mut message = super::chain(&e);
+    if let Some(h) = crate::registry::hint(&e) {
+        message.push_str(&format!("\nhint: {h}"));
+    }
     Failure {
-        code: exit::BUILD,
-        message: super::chain(&e),
+        code: if crate::registry::is_registry_error(&e) {
+            exit::REGISTRY
+        } else {
+            exit::BUILD
+        },
+        message,
     }
 }
 

@@ -234,6 +234,17 @@ fn login_hint(host: &str) -> String {
     )
 }
 
+/// The network failed on the way to a registry (after the retries).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach {url}")]
+pub struct Unreachable {
+    pub url: String,
+    /// The registry's name, when it seems to answer TLS with plain HTTP.
+    pub plain_http: Option<String>,
+    #[source]
+    pub source: reqwest::Error,
+}
+
 /// A registry sent something other than what it promised (a blob whose
 /// digest is not the one asked for).
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +282,15 @@ pub fn is_registry_error(e: &anyhow::Error) -> bool {
 pub fn hint(e: &anyhow::Error) -> Option<String> {
     if let Some(a) = e.chain().find_map(|c| c.downcast_ref::<AuthError>()) {
         return Some(login_hint(&a.domain));
+    }
+    if let Some(d) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<Unreachable>())
+        .and_then(|u| u.plain_http.as_ref())
+    {
+        return Some(format!(
+            "{d} answers HTTPS with plain HTTP: if it is a plain-HTTP registry, pass --insecure-registry {d}"
+        ));
     }
     let s = e.chain().find_map(|c| c.downcast_ref::<StatusError>())?;
     let rest = s.url.split("://").nth(1).unwrap_or(&s.url);
@@ -498,17 +518,14 @@ impl Client {
                         || e.is_body())
                         && !chain_mentions(&e, &["certificate", "dns error", "failed to lookup"]);
                     if !transient || attempt >= attempts {
-                        let plain = chain_mentions(&e, &["InvalidContentType", "corrupt message"]);
-                        let hint = if plain && url.starts_with("https://") {
-                            format!(
-                                " (if {} is a plain-HTTP registry, pass --insecure-registry {})",
-                                self.reference.domain, self.reference.domain
-                            )
-                        } else {
-                            String::new()
-                        };
-                        return Err(anyhow::Error::new(e.without_url()))
-                            .with_context(|| format!("cannot reach {url}{hint}"));
+                        let plain = chain_mentions(&e, &["InvalidContentType", "corrupt message"])
+                            && url.starts_with("https://");
+                        return Err(Unreachable {
+                            url: url.clone(),
+                            plain_http: plain.then(|| self.reference.domain.clone()),
+                            source: e.without_url(),
+                        }
+                        .into());
                     }
                     pause(attempt - 1);
                     continue;

@@ -746,7 +746,7 @@ fn login_and_logout() {
         child.wait_with_output().expect("wait")
     };
     let o = login("wrong-pw");
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(!stderr(&o).contains("wrong-pw"), "{}", stderr(&o));
     assert!(
         !cfg_dir.join("config.json").exists(),
@@ -947,7 +947,7 @@ fn insecure_registries_are_named() {
     let target = format!("{name}/ins/base:v1");
     let dir = tempfile::tempdir().expect("tempdir");
     let o = kiln_cmd(&["pull", &target], &dir.path().join("s0"));
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
         e.contains(&format!("https://{name}/"))

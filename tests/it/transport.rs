@@ -144,7 +144,7 @@ fn https_is_verified_and_ssl_cert_file_adds_a_ca() {
     let target = format!("0.0.0.0:{port}/tls/base:v1");
     let dir = tempfile::tempdir().expect("tempdir");
     let o = kiln(&["pull", &target], &[], &dir.path().join("s0"));
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
         e.contains(&format!("https://0.0.0.0:{port}/")) && e.to_lowercase().contains("certificate"),
