@@ -220,3 +220,23 @@ fn plain_rawjson_and_quiet() {
         "{out}"
     );
 }
+
+/// Transfers on a terminal: each blob's bar ends as one line.
+#[test]
+fn pulls_show_their_blobs_on_a_terminal() {
+    let reg = crate::registry::Registry::start();
+    let _base = reg.seed_base("tty/base:v1", None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Tmux::start(
+        &format!(
+            "{} pull --cache-dir {} {}/tty/base:v1",
+            crate::util::kiln_bin().display(),
+            dir.path().join("store").display(),
+            reg.addr
+        ),
+        &[],
+    );
+    let end = t.wait_for("EXIT=", 30);
+    assert!(end.contains("EXIT=0"), "{end}");
+    assert!(end.contains("✔ pulled sha256:"), "{end}");
+}
