@@ -215,6 +215,17 @@ pub fn explain(store: &Store, slot: &str, inputs: &Inputs, files: &Files) -> Str
         }
         return "its sources changed".to_string();
     }
+    for name in ["run:network", "run:add-host", "run:shm-size", "run:ulimit"] {
+        let (o, n) = (get(&old, name), get(new, name));
+        if o != n {
+            let flag = name.trim_start_matches("run:");
+            return format!(
+                "--{flag} changed: {} -> {}",
+                o.unwrap_or_else(|| "(not given)".into()),
+                n.unwrap_or_else(|| "(not given)".into())
+            );
+        }
+    }
     if get(&old, "platform") != get(new, "platform") {
         return format!(
             "the platform changed: {} -> {}",

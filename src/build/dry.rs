@@ -45,6 +45,7 @@ pub(super) fn start(sh: &Shared, st: &Stage) -> Result<(StageState, Parent)> {
                         Parent {
                             key: UNKNOWN.into(),
                             text: format!("build context {reference} is read only by a build"),
+                            made: UNKNOWN.into(),
                         },
                     ))
                 }
@@ -84,7 +85,14 @@ pub(super) fn start(sh: &Shared, st: &Stage) -> Result<(StageState, Parent)> {
         state.config.config.env_set("PATH", super::DEFAULT_PATH);
     }
     state.config.config.on_build.clear();
-    Ok((state, Parent { key, text }))
+    Ok((
+        state,
+        Parent {
+            made: key.clone(),
+            key,
+            text,
+        },
+    ))
 }
 
 fn dry_state(sh: &Shared, config: crate::image::config::ImageConfig) -> StageState {
@@ -133,10 +141,11 @@ pub(super) fn step(
         Ok(key) => {
             sh.hits.fetch_add(1, Ordering::Relaxed);
             head.report(sh, StepEvent::Cached);
-            *parent = Parent {
-                key,
-                text: step.text.clone(),
-            };
+            let diff_id = sh
+                .store
+                .cache_get(&key)
+                .map_or_else(|_| UNKNOWN.to_string(), |e| e.diff_id);
+            *parent = parent.then(key, &step.text, &diff_id);
         }
         Err(why) => {
             sh.misses.fetch_add(1, Ordering::Relaxed);
@@ -145,6 +154,7 @@ pub(super) fn step(
             *parent = Parent {
                 key: UNKNOWN.into(),
                 text: format!("parent would run ({})", step.text),
+                made: UNKNOWN.into(),
             };
         }
     }

@@ -52,11 +52,24 @@ pub(super) fn inputs(
             for (k, v) in args {
                 inputs.set(&format!("arg:{k}"), v.clone());
             }
+            // The environment the step gets, all of it: an ENV may
+            // override an ARG of the same name.
             for (k, v) in env {
-                // ARGs are in the environment too: counted once, as ARGs.
-                if !args.iter().any(|(a, _)| a == k) {
-                    inputs.set(&format!("env:{k}"), v.clone());
-                }
+                inputs.set(&format!("env:{k}"), v.clone());
+            }
+            // What the command line gives every RUN (only when set, so
+            // that keys without them stay as they were).
+            if let Some(n) = &sh.opts.network {
+                inputs.set("run:network", n.clone());
+            }
+            if !sh.opts.add_hosts.is_empty() {
+                inputs.set("run:add-host", format!("{:?}", sh.opts.add_hosts));
+            }
+            if let Some(s) = sh.opts.shm_size {
+                inputs.set("run:shm-size", s.to_string());
+            }
+            if !sh.opts.ulimits.is_empty() {
+                inputs.set("run:ulimit", format!("{:?}", sh.opts.ulimits));
             }
             for (n, pm) in mounts.iter().enumerate() {
                 use crate::dockerfile::mount::MountType;

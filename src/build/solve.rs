@@ -279,7 +279,7 @@ fn run_stage(sh: &Shared, st: &Stage) -> Result<()> {
             st.index,
             Finished {
                 state: Arc::new(Mutex::new(state)),
-                key: parent.key,
+                key: parent.made,
             },
         );
     Ok(())
@@ -318,6 +318,33 @@ impl At<'_> {
 pub(super) struct Parent {
     pub key: String,
     pub text: String,
+    /// What the stage has made so far: its base and the diffIDs of its
+    /// layers. A stage is known to others by this, not by its steps'
+    /// keys: a step run again (--no-cache-filter) may make other files
+    /// under the same key.
+    pub made: String,
+}
+
+impl Parent {
+    /// The step that made the layer `diff_id` (`key`) follows.
+    pub fn then(&self, key: String, text: &str, diff_id: &str) -> Parent {
+        Parent {
+            key,
+            text: text.to_string(),
+            made: made(&self.made, diff_id),
+        }
+    }
+}
+
+/// `made` after one more layer.
+pub(super) fn made(before: &str, diff_id: &str) -> String {
+    if before == super::dry::UNKNOWN || diff_id == super::dry::UNKNOWN {
+        return super::dry::UNKNOWN.to_string();
+    }
+    let mut i = Inputs::default();
+    i.set("made", before);
+    i.set("layer", diff_id);
+    i.key()
 }
 
 pub(super) fn platform_text(state: &StageState) -> String {
@@ -354,10 +381,12 @@ fn start(sh: &Shared, st: &Stage) -> Result<(StageState, Parent)> {
             format!("stage {name}")
         }
     };
+    let key = base.key();
     Ok((
         state,
         Parent {
-            key: base.key(),
+            made: key.clone(),
+            key,
             text,
         },
     ))
@@ -409,6 +438,9 @@ fn run_step(
     // Identical steps (in this build or another) are built once: the
     // others wait here, then find the entry.
     let _lock = sh.store.cache_lock(&key)?;
+    if sh.cancel.load(Ordering::SeqCst) {
+        return Err(Cancelled.into());
+    }
     if forced.is_none() {
         if let Ok(entry) = sh.store.cache_get(&key) {
             return hit(sh, step, state, parent, head, key, entry);
@@ -446,10 +478,7 @@ fn run_step(
     } else {
         key
     };
-    *parent = Parent {
-        key,
-        text: step.text.clone(),
-    };
+    *parent = parent.then(key, &step.text, &layer.diff_id);
     Ok(())
 }
 
@@ -474,9 +503,6 @@ fn hit(
     sh.hits.fetch_add(1, Ordering::Relaxed);
     head.report(sh, StepEvent::Cached);
     super::run_step(step, state, sh, Some(entry.layer()), head)?;
-    *parent = Parent {
-        key,
-        text: step.text.clone(),
-    };
+    *parent = parent.then(key, &step.text, &entry.diff_id);
     Ok(())
 }

@@ -149,13 +149,15 @@ impl View {
         let Some(chain) = &self.snapshots else {
             return Ok(());
         };
-        let mut n = 0;
+        // A name no other view takes: stages running at once may share a
+        // root (two stages FROM one image).
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let target = loop {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let t = PathBuf::from(format!("{}.{n}", self.root.display()));
             if !t.exists() {
                 break t;
             }
-            n += 1;
         };
         super::import::mount(chain, &target)?;
         self.root = target;

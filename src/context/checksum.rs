@@ -7,9 +7,9 @@
 //! directory's path>`), valid while a file's inode, size, mtime and ctime
 //! are unchanged, so a rebuild reads only the files that changed.
 //!
-//! A file changed in the same instant the cache recorded it could keep
-//! its times (git's "racily clean" problem), so entries younger than
-//! [`RACY`] at save time are not kept.
+//! A file changed again in the same clock tick in which it was hashed
+//! would keep its times (git's "racily clean" problem), so a digest is
+//! not kept when the file changed less than [`RACY`] before it was taken.
 
 use crate::layer::compress::sha256_hex;
 use sha2::{Digest as _, Sha256};
@@ -46,7 +46,9 @@ impl Stat {
 pub struct StatCache {
     /// Where the cache is saved; `None` keeps it in memory only.
     file: Option<PathBuf>,
-    map: Mutex<HashMap<String, (Stat, String)>>,
+    /// Path → (stat, digest, when the digest was taken: 0 for entries
+    /// read from the saved cache, which were checked when saved).
+    map: Mutex<HashMap<String, (Stat, String, i64)>>,
     dirty: std::sync::atomic::AtomicBool,
     /// Files read (not answered from the cache), for reports and tests.
     pub hashed: std::sync::atomic::AtomicUsize,
@@ -85,12 +87,13 @@ impl StatCache {
     pub fn file_digest(&self, rel: &str, host: &Path, meta: &Metadata) -> io::Result<String> {
         let stat = Stat::of(meta);
         if let Ok(map) = self.map.lock() {
-            if let Some((s, d)) = map.get(rel) {
+            if let Some((s, d, _)) = map.get(rel) {
                 if *s == stat {
                     return Ok(d.clone());
                 }
             }
         }
+        let taken = now_ns();
         let digest = hash_file(host)?;
         self.hashed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -99,7 +102,7 @@ impl StatCache {
         let after = fs::symlink_metadata(host).map(|m| Stat::of(&m)).ok();
         if after == Some(stat) {
             if let Ok(mut map) = self.map.lock() {
-                map.insert(rel.to_string(), (stat, digest.clone()));
+                map.insert(rel.to_string(), (stat, digest.clone(), taken));
                 self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
@@ -116,16 +119,13 @@ impl StatCache {
         if !self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
         let map = self.map.lock().map_err(|_| io::Error::other("poisoned"))?;
         let mut keys: Vec<&String> = map.keys().collect();
         keys.sort();
         let mut text = String::with_capacity(map.len() * 128);
         for k in keys {
-            let (s, d) = &map[k];
-            if s.mtime > now - RACY || s.ctime > now - RACY {
+            let (s, d, taken) = &map[k];
+            if *taken != 0 && (s.mtime > taken - RACY || s.ctime > taken - RACY) {
                 continue;
             }
             // The path last: it may hold spaces, never a newline (checked).
@@ -149,7 +149,13 @@ impl StatCache {
     }
 }
 
-fn parse(text: &str) -> HashMap<String, (Stat, String)> {
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn parse(text: &str) -> HashMap<String, (Stat, String, i64)> {
     let mut map = HashMap::new();
     for line in text.lines() {
         let mut it = line.splitn(6, ' ');
@@ -181,6 +187,7 @@ fn parse(text: &str) -> HashMap<String, (Stat, String)> {
                     ctime,
                 },
                 d.to_string(),
+                0,
             ),
         );
     }

@@ -331,6 +331,31 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Pruned {
             }
         }
     }
+    // The cache's own records (per-file lists for explanations, stage
+    // checksums, explanation and stat records) go when unused this long:
+    // without them a miss explains less, or a stage is checksummed again.
+    let max_age = opts.until.unwrap_or(Duration::from_secs(30 * 86_400));
+    for d in [
+        "cache/files",
+        "cache/derived",
+        "cache/explain",
+        "cache/stat",
+    ] {
+        let Ok(rd) = fs::read_dir(root.join(d)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            let old = m
+                .modified()
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age >= max_age);
+            if old && fs::remove_file(e.path()).is_ok() {
+                out.bytes += m.blocks() * 512;
+            }
+        }
+    }
     // No build runs: every lock and temporary is free to go.
     let _ = fs::remove_dir_all(root.join("cache/locks"));
     if let Ok(rd) = fs::read_dir(root.join("tmp")) {
@@ -409,7 +434,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total += n * secs;
         rest = next;
     }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
 /// `1.2 GB`, `340 MB`, `12 kB`, `0 B`.

@@ -43,16 +43,18 @@ fn read_manifest(dir: &Path) -> Result<Manifest> {
     }
 }
 
-/// Copies `src` to `dest` through a temporary file beside it, checking
-/// that its sha256 is `digest`.
-fn copy_checked(src: &Path, dest: &Path, digest: &str) -> Result<()> {
+/// Copies `src` to `dest` through a temporary file in `tmp_dir` (the
+/// store's `tmp/`, which the store sweeps, or the destination's own
+/// directory), checking that its sha256 is `digest`.
+fn copy_checked(src: &Path, dest: &Path, digest: &str, tmp_dir: Option<&Path>) -> Result<()> {
     use sha2::Digest as _;
     let dir = dest.parent().context("a blob path has a parent")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp_dir = tmp_dir.unwrap_or(dir);
     let mut tmp = tempfile::Builder::new()
         .prefix(&Store::temp_prefix("blob"))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
+        .tempfile_in(tmp_dir)
+        .with_context(|| format!("cannot write in {}", tmp_dir.display()))?;
     let mut f = fs::File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -89,7 +91,7 @@ pub fn export(store: &Store, keys: &[String], dir: &Path) -> Result<usize> {
         };
         let dest = dir.join("blobs/sha256").join(digest_hex(&entry.digest)?);
         if !dest.is_file() {
-            copy_checked(&store.blob_path(&entry.digest)?, &dest, &entry.digest)?;
+            copy_checked(&store.blob_path(&entry.digest)?, &dest, &entry.digest, None)?;
         }
         m.entries.insert(key.clone(), entry);
         n += 1;
@@ -119,7 +121,13 @@ pub fn import(store: &Store, dir: &Path) -> Result<usize> {
             if !src.is_file() {
                 continue;
             }
-            copy_checked(&src, &store.blob_path(&entry.digest)?, &entry.digest)?;
+            let tmp = store.root().join("tmp");
+            copy_checked(
+                &src,
+                &store.blob_path(&entry.digest)?,
+                &entry.digest,
+                Some(&tmp),
+            )?;
         }
         store.cache_put(&key, &entry)?;
         n += 1;

@@ -514,3 +514,50 @@ fn add_of_a_url_is_fetched_again_and_keys_what_it_brought() {
     let files = crate::image::tar_files(&o.stdout);
     assert_eq!(String::from_utf8_lossy(&files["copy"]), "two\n");
 }
+
+/// Found in review: an ENV overriding an ARG of the same name, and the
+/// build's --network, are part of a RUN's key; a stage run again under
+/// the same keys (--no-cache-filter) is known by what it made, so a COPY
+/// from it is not served the old files.
+#[test]
+fn keys_cover_env_over_arg_network_and_rerun_stages() {
+    let c = busybox("ARG X=1\nENV X=foo\nRUN echo $X > /o\n", &[]);
+    let _ = build(&c, &[]);
+    std::fs::write(
+        c.ctx().join("Dockerfile"),
+        "FROM scratch\nCOPY bin /bin\nENV PATH=/bin\nARG X=1\nENV X=bar\nRUN echo $X > /o\n",
+    )
+    .expect("Dockerfile");
+    let o = build(&c, &[]);
+    assert_eq!(
+        miss_reason(&o, "RUN echo $X > /o"),
+        "cache miss: ENV X changed: foo -> bar"
+    );
+    let o = build(&c, &["--network", "none"]);
+    assert_eq!(
+        miss_reason(&o, "RUN echo $X > /o"),
+        "cache miss: --network changed: (not given) -> none"
+    );
+
+    let c = tools(
+        "FROM tools AS b\nRUN busybox cat /proc/sys/kernel/random/uuid > /s\n\
+         FROM scratch\nCOPY --from=b /s /s\n",
+    );
+    let read = |c: &Ctx| {
+        let o = c.kiln_env(&["-o", "type=tar,dest=-"], &[SDE]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        crate::image::tar_files(&o.stdout)["s"].clone()
+    };
+    let first = read(&c);
+    assert_eq!(read(&c), first, "a cached rebuild keeps the stage's files");
+    let o = build(&c, &["--no-cache-filter", "b"]);
+    assert_eq!(
+        miss_reason(&o, "RUN busybox cat /proc/sys/kernel/random/uuid > /s"),
+        "cache miss: --no-cache-filter b"
+    );
+    assert_eq!(
+        miss_reason(&o, "COPY --from=b /s /s"),
+        "cache miss: 1 file changed: s"
+    );
+    assert_ne!(read(&c), first);
+}
