@@ -461,8 +461,22 @@ fn run_step(
     let layer = super::run_step(step, state, sh, None, head)?
         .ok_or_else(|| anyhow!("the step made no layer"))?;
     head.report(sh, StepEvent::Done(began.elapsed().as_secs_f64()));
-    sh.store
-        .cache_put(&key, &crate::store::index::Entry::new(&layer, &step.text))?;
+    // Sources read from disk may have changed while the step read them:
+    // the layer is then not what the key says, and is not cached. (The
+    // stat cache makes this a walk of stats unless something changed.)
+    let steady = files.is_empty()
+        || super::keys::inputs(sh, step, state, parent)
+            .map(|(again, _, _)| again.key() == key)
+            .unwrap_or(false);
+    if steady {
+        sh.store
+            .cache_put(&key, &crate::store::index::Entry::new(&layer, &step.text))?;
+    } else {
+        head.report(
+            sh,
+            StepEvent::Output("warning: its sources changed while it ran; its layer is not cached"),
+        );
+    }
     if let (Some(f), true) = (&sh.opts.on_layer, sh.image_stages.contains(&st.index)) {
         f(&layer.digest);
     }

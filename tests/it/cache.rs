@@ -561,3 +561,44 @@ fn keys_cover_env_over_arg_network_and_rerun_stages() {
     );
     assert_ne!(read(&c), first);
 }
+
+/// A context file rewritten all through the build: the COPY's layer is
+/// made, but not cached under a key that does not describe it.
+#[test]
+fn sources_changing_during_a_step_are_not_cached() {
+    let c = busybox(
+        "COPY live.txt /live.txt\n",
+        &[("live.txt", "00000000000000000000")],
+    );
+    let path = c.ctx().join("live.txt");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                // Whole files renamed into place: a reader sees one or
+                // the other, never a truncated one.
+                let tmp = path.with_extension("tmp");
+                let _ = std::fs::write(&tmp, format!("{n:020}"));
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        })
+    };
+    // The writer may be starved on a busy machine: a few tries.
+    let mut seen = None;
+    for _ in 0..5 {
+        let before = entries(&c);
+        let o = build(&c, &["--no-cache"]);
+        if o.contains("its sources changed while it ran; its layer is not cached") {
+            seen = Some((before, entries(&c)));
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = writer.join();
+    let (before, after) = seen.expect("the change was never noticed");
+    // The COPY of bin/ may be new; the COPY of live.txt is not cached.
+    assert!(after <= before.max(1), "{before} -> {after} entries");
+}
