@@ -451,7 +451,7 @@ fn load_layout(
     for (desc, diff_id) in manifest.layers().iter().zip(&config.rootfs.diff_ids) {
         let digest = desc.digest().to_string();
         let src = layout.join("blobs/sha256").join(digest_hex(&digest)?);
-        let stored = import_blob(&src, &digest, store)?;
+        let stored = store.import_file(&src, &digest)?;
         layers.push(layer_blob(&stored, &digest, desc.size(), diff_id)?);
     }
     Ok((
@@ -680,22 +680,6 @@ pub fn resolve_offline(
     let manifest: ImageManifest = serde_json::from_slice(&bytes).ok()?;
     let cfg = store.read(manifest.config().digest().as_ref()).ok()?;
     Some((digest, ImageConfig::from_slice(&cfg).ok()?))
-}
-
-/// Copies a blob into the store, checking its digest on the way.
-fn import_blob(src: &Path, digest: &str, store: &Store) -> Result<PathBuf> {
-    if store.has(digest) {
-        return Ok(store.blob_path(digest)?);
-    }
-    let tmp = store.temp_file()?;
-    let mut f = File::open(src).with_context(|| format!("cannot open blob {digest}"))?;
-    let mut w = HashingWriter::new(tmp.reopen().context("cannot open a temporary file")?);
-    io::copy(&mut f, &mut w).with_context(|| format!("cannot copy blob {digest}"))?;
-    let (_, actual, _) = w.finish();
-    if actual != digest {
-        bail!("blob {digest} has digest {actual}: the layout is corrupt");
-    }
-    Ok(store.commit(tmp, digest)?)
 }
 
 /// A file ADD downloaded.

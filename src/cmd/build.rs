@@ -552,7 +552,11 @@ fn compat_settings(args: &BuildArgs) -> Result<CompatSettings, Failure> {
     }
     let shm_size = match &args.shm_size {
         Some(s) => Some(
-            crate::exec::parse_size(s).map_err(|e| Failure::usage(format!("--shm-size: {e}")))?,
+            crate::dockerfile::mount::parse_size(s)
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    Failure::usage(format!("--shm-size: {s:?} is not a size such as 64m or 1g"))
+                })?,
         ),
         None => None,
     };

@@ -286,7 +286,7 @@ pub fn prune(args: &PruneArgs) -> Result<i32, Failure> {
         p.entries,
         p.blobs,
         p.snapshots,
-        gc::human(p.bytes)
+        crate::progress::human(p.bytes)
     );
     Ok(0)
 }
@@ -309,26 +309,29 @@ pub fn du(args: &DuArgs) -> Result<i32, Failure> {
     println!(
         "  blobs          {:>6}  {:>10}",
         u.blobs.0,
-        gc::human(u.blobs.1)
+        crate::progress::human(u.blobs.1)
     );
     println!(
         "  snapshots      {:>6}  {:>10}",
         u.snapshots.0,
-        gc::human(u.snapshots.1)
+        crate::progress::human(u.snapshots.1)
     );
     println!(
         "  cache mounts   {:>6}  {:>10}",
         u.cache_mounts.0,
-        gc::human(u.cache_mounts.1)
+        crate::progress::human(u.cache_mounts.1)
     );
-    println!("  other                  {:>10}", gc::human(u.other));
+    println!(
+        "  other                  {:>10}",
+        crate::progress::human(u.other)
+    );
     println!(
         "  total                  {:>10}",
-        gc::human(u.blobs.1 + u.snapshots.1 + u.cache_mounts.1 + u.other)
+        crate::progress::human(u.blobs.1 + u.snapshots.1 + u.cache_mounts.1 + u.other)
     );
     println!(
         "  reclaimable            {:>10}  (kiln prune)",
-        gc::human(u.reclaimable)
+        crate::progress::human(u.reclaimable)
     );
     Ok(0)
 }

@@ -124,24 +124,6 @@ pub fn resource(name: &str) -> Option<libc::__rlimit_resource_t> {
     })
 }
 
-/// Parses a size as docker's `--shm-size` takes it: bytes, or a number
-/// with b, k, m or g (powers of 1024).
-pub fn parse_size(spec: &str) -> Result<u64, String> {
-    let s = spec.trim().to_ascii_lowercase();
-    let (num, mult) = match s.chars().last() {
-        Some('b') => (&s[..s.len() - 1], 1u64),
-        Some('k') => (&s[..s.len() - 1], 1 << 10),
-        Some('m') => (&s[..s.len() - 1], 1 << 20),
-        Some('g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s.as_str(), 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{spec:?} is not a size such as 64m or 1g"))
-}
-
 /// One `RUN --mount`, resolved to host paths.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MountSpec {

@@ -380,27 +380,8 @@ fn remove_tree(p: &Path) -> bool {
 /// Parses `--keep-storage`: bytes, or a number with a unit (`500MB`,
 /// `10GB`, `1.5GiB`); units are powers of 1024, as buildx takes them.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 10GB or 500MB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        u => {
-            return Err(format!(
-                "{s:?}: unknown unit {u:?} (use B, KB, MB, GB or TB)"
-            ))
-        }
-    };
-    Ok((n * mult as f64) as u64)
+    crate::dockerfile::mount::parse_size(s)
+        .ok_or_else(|| format!("{s:?} is not a size such as 10GB or 500MB"))
 }
 
 /// Parses a Go duration as `--filter until=` takes it: `24h`, `1h30m`,
@@ -435,11 +416,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         rest = next;
     }
     Duration::try_from_secs_f64(total).map_err(|_| bad())
-}
-
-/// `1.2 GB`, `340 MB`, `12 kB`, `0 B`.
-pub fn human(bytes: u64) -> String {
-    crate::progress::human(bytes)
 }
 
 #[cfg(test)]

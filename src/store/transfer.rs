@@ -14,11 +14,12 @@
 
 use super::index::{Entry, VERSION};
 use super::{digest_hex, Store};
+use crate::layer::compress::HashingWriter;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::Path;
 
 #[derive(Serialize, Deserialize, Default)]
@@ -43,33 +44,42 @@ fn read_manifest(dir: &Path) -> Result<Manifest> {
     }
 }
 
-/// Copies `src` to `dest` through a temporary file in `tmp_dir` (the
-/// store's `tmp/`, which the store sweeps, or the destination's own
-/// directory), checking that its sha256 is `digest`.
-fn copy_checked(src: &Path, dest: &Path, digest: &str, tmp_dir: Option<&Path>) -> Result<()> {
-    use sha2::Digest as _;
+impl Store {
+    /// Copies the blob at `src` (an OCI layout's, a cache directory's)
+    /// into the store, checking its digest on the way; does nothing when
+    /// the store has it.
+    pub fn import_file(&self, src: &Path, digest: &str) -> Result<std::path::PathBuf> {
+        if self.has(digest) {
+            return Ok(self.blob_path(digest)?);
+        }
+        let tmp = self.temp_file()?;
+        let mut f = fs::File::open(src).with_context(|| format!("cannot open blob {digest}"))?;
+        let mut w = HashingWriter::new(tmp.reopen().context("cannot open a temporary file")?);
+        std::io::copy(&mut f, &mut w).with_context(|| format!("cannot copy blob {digest}"))?;
+        let (_, actual, _) = w.finish();
+        if actual != digest {
+            bail!(
+                "blob {digest} has digest {actual}: {} is corrupt",
+                src.display()
+            );
+        }
+        Ok(self.commit(tmp, digest)?)
+    }
+}
+
+/// Copies `src` to `dest` (outside the store) through a temporary file
+/// beside it, checking that its sha256 is `digest`.
+fn copy_checked(src: &Path, dest: &Path, digest: &str) -> Result<()> {
     let dir = dest.parent().context("a blob path has a parent")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp_dir = tmp_dir.unwrap_or(dir);
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(&Store::temp_prefix("blob"))
-        .tempfile_in(tmp_dir)
-        .with_context(|| format!("cannot write in {}", tmp_dir.display()))?;
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
     let mut f = fs::File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", src.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        tmp.write_all(&buf[..n])
-            .with_context(|| format!("cannot write {}", dest.display()))?;
-    }
-    let actual = format!("sha256:{}", crate::layer::compress::hex(&h.finalize()));
+    let mut w = HashingWriter::new(tmp.reopen().context("cannot open a temporary file")?);
+    std::io::copy(&mut f, &mut w).with_context(|| format!("cannot copy {}", src.display()))?;
+    let (_, actual, _) = w.finish();
     if actual != digest {
         bail!("{} has digest {actual}, not {digest}", src.display());
     }
@@ -91,7 +101,7 @@ pub fn export(store: &Store, keys: &[String], dir: &Path) -> Result<usize> {
         };
         let dest = dir.join("blobs/sha256").join(digest_hex(&entry.digest)?);
         if !dest.is_file() {
-            copy_checked(&store.blob_path(&entry.digest)?, &dest, &entry.digest, None)?;
+            copy_checked(&store.blob_path(&entry.digest)?, &dest, &entry.digest)?;
         }
         m.entries.insert(key.clone(), entry);
         n += 1;
@@ -121,13 +131,7 @@ pub fn import(store: &Store, dir: &Path) -> Result<usize> {
             if !src.is_file() {
                 continue;
             }
-            let tmp = store.root().join("tmp");
-            copy_checked(
-                &src,
-                &store.blob_path(&entry.digest)?,
-                &entry.digest,
-                Some(&tmp),
-            )?;
+            store.import_file(&src, &entry.digest)?;
         }
         store.cache_put(&key, &entry)?;
         n += 1;
