@@ -128,23 +128,21 @@ pub(super) fn step(
                 let forced = no_cache(sh, st).or(uncacheable);
                 match forced {
                     Some(r) => Err(r),
-                    None if sh.store.cache_get(&key).is_ok() => Ok(key),
-                    None => {
-                        let slot = slot_of(sh, st, i);
-                        Err(cache::explain(sh.store, &slot, &inputs, &files))
-                    }
+                    None => match sh.store.cache_get(&key) {
+                        Ok(entry) => Ok((key, entry.diff_id)),
+                        Err(_) => {
+                            let slot = slot_of(sh, st, i);
+                            Err(cache::explain(sh.store, &slot, &inputs, &files))
+                        }
+                    },
                 }
             }
         }
     };
     match verdict {
-        Ok(key) => {
+        Ok((key, diff_id)) => {
             sh.hits.fetch_add(1, Ordering::Relaxed);
             head.report(sh, StepEvent::Cached);
-            let diff_id = sh
-                .store
-                .cache_get(&key)
-                .map_or_else(|_| UNKNOWN.to_string(), |e| e.diff_id);
             *parent = parent.then(key, &step.text, &diff_id);
         }
         Err(why) => {

@@ -166,11 +166,7 @@ impl Images {
                         .with_context(|| format!("cannot create {}", rootfs.display()))?;
                     Imported {
                         digest: layer.digest.clone(),
-                        image: Image {
-                            config,
-                            layers: vec![layer],
-                            annotations: Default::default(),
-                        },
+                        image: Image::new(config, vec![layer]),
                         rootfs,
                         entries: Some(entries),
                         owners: None,
@@ -454,14 +450,7 @@ fn load_layout(
         let stored = store.import_file(&src, &digest)?;
         layers.push(layer_blob(&stored, &digest, desc.size(), diff_id)?);
     }
-    Ok((
-        Image {
-            config,
-            layers,
-            annotations: Default::default(),
-        },
-        manifest_digest,
-    ))
+    Ok((Image::new(config, layers), manifest_digest))
 }
 
 /// What a stored layer blob is: its size (checked against the manifest's)
@@ -584,14 +573,7 @@ fn pull(
             layer_blob(&stored, &digest, desc.size(), diff_id).with_context(|| format!("{r}"))?,
         );
     }
-    Ok((
-        Image {
-            config,
-            layers,
-            annotations: Default::default(),
-        },
-        manifest_digest,
-    ))
+    Ok((Image::new(config, layers), manifest_digest))
 }
 
 /// Pulls an image's manifest, config and layers into the store without

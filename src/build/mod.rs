@@ -161,11 +161,7 @@ pub fn build(
     config.rootfs.diff_ids = target.layers.iter().map(|l| l.diff_id.clone()).collect();
     Ok((
         Built {
-            image: Image {
-                config,
-                layers: target.layers,
-                annotations: Default::default(),
-            },
+            image: Image::new(config, target.layers),
             owners: target.view.owner_modes(),
             rootfs: target.view.root,
         },

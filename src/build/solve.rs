@@ -66,23 +66,23 @@ impl Shared<'_> {
         (self.report)(e);
     }
 
-    /// A finished stage's state.
-    pub fn stage(&self, index: usize) -> Result<Arc<Mutex<StageState>>> {
+    fn finished<T>(&self, index: usize, f: impl Fn(&Finished) -> T) -> Result<T> {
         self.done
             .lock()
             .map_err(|_| anyhow!("a stage failed"))?
             .get(&index)
-            .map(|f| f.state.clone())
+            .map(f)
             .ok_or_else(|| anyhow!("stage {index} was not built"))
     }
 
+    /// A finished stage's state.
+    pub fn stage(&self, index: usize) -> Result<Arc<Mutex<StageState>>> {
+        self.finished(index, |f| f.state.clone())
+    }
+
+    /// What a finished stage made (see [`Parent::made`]).
     pub fn stage_key(&self, index: usize) -> Result<String> {
-        self.done
-            .lock()
-            .map_err(|_| anyhow!("a stage failed"))?
-            .get(&index)
-            .map(|f| f.key.clone())
-            .ok_or_else(|| anyhow!("stage {index} was not built"))
+        self.finished(index, |f| f.key.clone())
     }
 
     pub fn stat_cache(&self, dir: &Path) -> Arc<StatCache> {

@@ -1,6 +1,6 @@
 //! `kiln inspect REF|ARCHIVE` and `kiln images`.
 
-use super::{exit, Failure};
+use super::Failure;
 use crate::cli::{DuArgs, InspectArgs};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -9,16 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::Path;
 
-fn failure(e: anyhow::Error) -> Failure {
-    Failure {
-        code: if crate::registry::is_registry_error(&e) {
-            exit::REGISTRY
-        } else {
-            exit::BUILD
-        },
-        message: crate::error_chain(&e),
-    }
-}
+use super::registry::failure;
 
 /// Prints, as JSON, an image's manifest digest, platform, config and
 /// layers.
@@ -182,15 +173,9 @@ fn from_archive(path: &Path, platform: &crate::plan::Platform) -> Result<Value> 
 /// `kiln images`: the names the store knows, pulled or built, with their
 /// digests and sizes.
 pub fn images(args: &DuArgs) -> Result<i32, Failure> {
-    let root = args
-        .cache_dir
-        .clone()
-        .unwrap_or_else(crate::store::default_root);
-    if !root.join("blobs").is_dir() {
-        println!("{}: no store", root.display());
+    let Some(store) = super::registry::existing_store(&args.cache_dir)? else {
         return Ok(0);
-    }
-    let store = Store::open(&root).map_err(|e| failure(anyhow!("{e}")))?;
+    };
     println!(
         "{:<60} {:<8} {:<20} {:>10}",
         "NAME", "FROM", "DIGEST", "SIZE"

@@ -6,9 +6,9 @@ use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::io::Read;
 
-/// A failure of a registry command: exit 4 when a registry failed, with
-/// kiln's hint on a line of its own.
-fn failure(e: anyhow::Error) -> Failure {
+/// A failure of a registry or store command: exit 4 when a registry
+/// failed, with kiln's hint on a line of its own.
+pub(super) fn failure(e: anyhow::Error) -> Failure {
     let mut message = super::chain(&e);
     if let Some(h) = crate::registry::hint(&e) {
         message.push_str(&format!("\nhint: {h}"));
@@ -26,6 +26,17 @@ fn failure(e: anyhow::Error) -> Failure {
 fn open_store(dir: &Option<std::path::PathBuf>) -> Result<Store, Failure> {
     let root = dir.clone().unwrap_or_else(crate::store::default_root);
     Store::open(&root).map_err(|e| failure(e.into()))
+}
+
+/// The store at `dir` (or the default), if there is one; says so when
+/// there is none (`kiln du`, `kiln images` create nothing).
+pub(super) fn existing_store(dir: &Option<std::path::PathBuf>) -> Result<Option<Store>, Failure> {
+    let root = dir.clone().unwrap_or_else(crate::store::default_root);
+    if !root.join("blobs").is_dir() {
+        println!("{}: no store", root.display());
+        return Ok(None);
+    }
+    open_store(dir).map(Some)
 }
 
 /// `kiln pull`: the image's manifest, config and layers into the store;
@@ -294,15 +305,10 @@ pub fn prune(args: &PruneArgs) -> Result<i32, Failure> {
 /// `kiln du`: the store's disk use by kind.
 pub fn du(args: &DuArgs) -> Result<i32, Failure> {
     use crate::store::gc;
-    let root = args
-        .cache_dir
-        .clone()
-        .unwrap_or_else(crate::store::default_root);
-    if !root.join("blobs").is_dir() {
-        println!("{}: no store", root.display());
+    let Some(store) = existing_store(&args.cache_dir)? else {
         return Ok(0);
-    }
-    let store = crate::store::Store::open(&root).map_err(|e| failure(anyhow!("{e}")))?;
+    };
+    let root = store.root().to_path_buf();
     let u = gc::usage(&store);
     println!("{}", root.display());
     println!("  cache entries  {:>6}", u.entries);

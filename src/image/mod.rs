@@ -93,6 +93,15 @@ pub fn descriptor(
 }
 
 impl Image {
+    /// An image without annotations.
+    pub fn new(config: ImageConfig, layers: Vec<LayerBlob>) -> Image {
+        Image {
+            config,
+            layers,
+            annotations: Default::default(),
+        }
+    }
+
     /// Serializes the config and the manifest (canonical JSON; the
     /// manifest is oci-spec's type).
     pub fn documents(&self, oci: bool) -> anyhow::Result<Documents> {

@@ -22,9 +22,10 @@ use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Writes what [`Lines`] renders to stderr.
 #[derive(Default)]
 pub struct Plain {
-    state: Mutex<State>,
+    lines: Lines,
 }
 
 #[derive(Default)]
@@ -128,10 +129,7 @@ fn lines(state: &mut State, e: &Event) -> Vec<String> {
 
 impl Sink for Plain {
     fn event(&self, e: &Event) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
-        let out = lines(&mut state, e);
+        let out = self.lines.render(e);
         if out.is_empty() {
             return;
         }
@@ -142,18 +140,11 @@ impl Sink for Plain {
     }
 }
 
-/// Renders events as the plain renderer would, into lines (`--dry-run`
-/// prints them on stdout).
+/// Renders events into plain lines, numbering steps as they show
+/// (`--dry-run` prints them on stdout).
+#[derive(Default)]
 pub struct Lines {
     state: Mutex<State>,
-}
-
-impl Default for Lines {
-    fn default() -> Self {
-        Lines {
-            state: Mutex::new(State::default()),
-        }
-    }
 }
 
 impl Lines {

@@ -73,6 +73,14 @@ impl Tty {
         .progress_chars("=> ")
     }
 
+    /// Takes a finished bar off the live view.
+    fn close(&self, bar: Option<ProgressBar>) {
+        if let Some(b) = bar {
+            b.finish_and_clear();
+            self.mp.remove(&b);
+        }
+    }
+
     /// The lines under a running step's header: its last output.
     fn message(r: &Running) -> String {
         let mut m = String::new();
@@ -122,10 +130,7 @@ impl Sink for Tty {
                         st.steps.insert(*n, r);
                     }
                     StepEvent::Cached => {
-                        if let Some(r) = st.steps.remove(n) {
-                            r.bar.finish_and_clear();
-                            self.mp.remove(&r.bar);
-                        }
+                        self.close(st.steps.remove(n).map(|r| r.bar));
                         let _ = self.mp.println(format!(
                             "{} {head} {}",
                             self.paint("✔", "32"),
@@ -150,10 +155,7 @@ impl Sink for Tty {
                         }
                     }
                     StepEvent::Done(secs) => {
-                        if let Some(r) = st.steps.remove(n) {
-                            r.bar.finish_and_clear();
-                            self.mp.remove(&r.bar);
-                        }
+                        self.close(st.steps.remove(n).map(|r| r.bar));
                         let _ = self.mp.println(format!(
                             "{} {head} {}",
                             self.paint("✔", "32"),
@@ -161,10 +163,7 @@ impl Sink for Tty {
                         ));
                     }
                     StepEvent::Error(msg) => {
-                        if let Some(r) = st.steps.remove(n) {
-                            r.bar.finish_and_clear();
-                            self.mp.remove(&r.bar);
-                        }
+                        self.close(st.steps.remove(n).map(|r| r.bar));
                         let first = msg.lines().next().unwrap_or("");
                         let _ = self
                             .mp
@@ -194,10 +193,7 @@ impl Sink for Tty {
                 total,
                 how,
             } => {
-                if let Some(b) = st.blobs.remove(&format!("{action:?}{id}")) {
-                    b.finish_and_clear();
-                    self.mp.remove(&b);
-                }
+                self.close(st.blobs.remove(&format!("{action:?}{id}")));
                 let verb = match action {
                     Action::Pull => "pulled",
                     Action::Push => "pushed",
