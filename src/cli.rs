@@ -208,8 +208,9 @@ pub struct PlanArgs {
     /// Build only up to this stage.
     #[arg(long, value_name = "STAGE", help_heading = "Input")]
     pub target: Option<String>,
-    /// Target platform, e.g. linux/amd64.
-    #[arg(long, value_name = "PLATFORM", help_heading = "Input")]
+    /// Target platform(s), e.g. linux/amd64 or linux/amd64,linux/arm64 (an
+    /// image per platform, and an index of them).
+    #[arg(long, value_name = "PLATFORM[,PLATFORM]", help_heading = "Input")]
     pub platform: Vec<String>,
 }
 
@@ -373,16 +374,26 @@ pub struct PlanSettings {
     pub display_name: String,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
+    /// The first of `platforms`.
     pub platform: Platform,
+    /// Every platform asked for, in order, each once (this host's when
+    /// none was): a multi-platform build makes one image per platform
+    /// and an index of them.
+    pub platforms: Vec<Platform>,
 }
 
 impl PlanSettings {
     /// The planner's options for these settings, on this host.
     pub fn plan_options(&self) -> crate::plan::PlanOptions {
+        self.plan_options_for(&self.platform)
+    }
+
+    /// The planner's options for one of the platforms.
+    pub fn plan_options_for(&self, platform: &Platform) -> crate::plan::PlanOptions {
         crate::plan::PlanOptions {
             build_args: self.build_args.clone(),
             target: self.target.clone(),
-            platform: self.platform.clone(),
+            platform: platform.clone(),
             build_platform: Platform::host(),
             ..crate::plan::PlanOptions::default()
         }
@@ -438,31 +449,30 @@ impl PlanArgs {
                 }
             }
         }
-        let platform = match self.platform.as_slice() {
-            [] => Platform::host(),
-            list => {
-                let all: Vec<&str> = list
-                    .iter()
-                    .flat_map(|p| p.split(','))
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .collect();
-                let mut parsed = Vec::new();
-                for p in &all {
-                    parsed.push(Platform::parse(p).map_err(usage)?);
-                }
-                match parsed.as_slice() {
-                    [one] => one.clone(),
-                    [] => return Err(usage("--platform needs a value such as linux/amd64")),
-                    _ => {
-                        return Err(usage(format!(
-                            "--platform with several platforms ({}) is not implemented yet: build one platform at a time",
-                            all.join(",")
-                        )))
-                    }
-                }
+        // `--platform a,b` and `--platform a --platform b` alike; the same
+        // platform twice is one image.
+        let mut platforms: Vec<Platform> = Vec::new();
+        for p in self
+            .platform
+            .iter()
+            .flat_map(|p| p.split(','))
+            .map(str::trim)
+        {
+            if p.is_empty() {
+                continue;
             }
-        };
+            let p = Platform::parse(p).map_err(usage)?;
+            if !platforms.contains(&p) {
+                platforms.push(p);
+            }
+        }
+        if platforms.is_empty() {
+            if !self.platform.is_empty() {
+                return Err(usage("--platform needs a value such as linux/amd64"));
+            }
+            platforms.push(Platform::host());
+        }
+        let platform = platforms[0].clone();
         if let Some(t) = &self.target {
             if t.is_empty() {
                 return Err(usage("--target needs a stage name"));
@@ -474,6 +484,7 @@ impl PlanArgs {
             build_args,
             target: self.target.clone(),
             platform,
+            platforms,
         })
     }
 }

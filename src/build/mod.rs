@@ -21,6 +21,7 @@ mod users;
 mod view;
 
 pub use import::{manifest_and_config, pull_to_store, NamedContext, NamedResolver};
+pub use solve::step_count;
 
 use crate::context::ignore::Matcher;
 use crate::image::config::{History, ImageConfig};
@@ -33,6 +34,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Inputs of a build besides the plan.
+#[derive(Clone)]
 pub struct BuildOptions {
     /// The build context directory.
     pub context: PathBuf,
@@ -82,6 +84,15 @@ pub struct BuildOptions {
     /// Called with each layer a step of the final image makes (the blob's
     /// digest), as soon as it is in the store: `--push` starts uploading.
     pub on_layer: Option<LayerHook>,
+    /// Shown before each stage's name in progress (`linux/arm64`), in a
+    /// build of several platforms.
+    pub label: Option<String>,
+    /// The number of the build's first step in progress output, less
+    /// one (after the steps of the platforms before it).
+    pub numbered_after: usize,
+    /// Set when the build must stop because another one (of another
+    /// platform) failed.
+    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// See [`BuildOptions::on_layer`].
@@ -169,6 +180,45 @@ pub fn build(
     ))
 }
 
+/// Builds one plan per platform, all at once (each with its options: its
+/// own work directory, label and numbering, one shared `cancel`). The
+/// first failure stops the others, and is the error returned.
+pub fn build_platforms(
+    jobs: &[(Plan, BuildOptions)],
+    store: &Store,
+    report: &(dyn Fn(&crate::progress::Event) + Sync),
+) -> Result<Vec<(Built, Counts)>> {
+    if let [(plan, opts)] = jobs {
+        return Ok(vec![build(plan, opts, store, report)?]);
+    }
+    let results: Vec<Result<(Built, Counts)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(plan, opts)| s.spawn(move || build(plan, opts, store, report)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("the build of a platform panicked")))
+            })
+            .collect()
+    });
+    let mut built = Vec::new();
+    let mut cancelled = None;
+    for r in results {
+        match r {
+            Ok(b) => built.push(b),
+            Err(e) if e.downcast_ref::<solve::Cancelled>().is_some() => cancelled = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    match cancelled {
+        Some(e) => Err(e),
+        None => Ok(built),
+    }
+}
+
 fn step_error(line: usize, end_line: usize, e: anyhow::Error) -> anyhow::Error {
     let message = crate::error_chain(&e);
     let tail = e
@@ -182,7 +232,11 @@ fn step_error(line: usize, end_line: usize, e: anyhow::Error) -> anyhow::Error {
         message,
         tail,
         registry: crate::registry::is_registry_error(&e),
-        hint: crate::registry::hint(&e),
+        hint: crate::registry::hint(&e).or_else(|| {
+            e.chain()
+                .find_map(|c| c.downcast_ref::<run::ExecFormat>())
+                .map(|f| f.hint.clone())
+        }),
     })
 }
 

@@ -34,6 +34,86 @@ pub struct RunFailed {
     pub tail: Vec<String>,
 }
 
+/// The kernel could not execute the step's program (ENOEXEC): most often
+/// a program for another platform with no emulator registered.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExecFormat {
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+}
+
+/// Where the kernel's binfmt_misc handlers are listed.
+const BINFMT_MISC: &str = "/proc/sys/fs/binfmt_misc";
+
+/// Why a program of `platform` would not run on `host`, from the
+/// emulators registered in `binfmt` (qemu-user-static's names:
+/// `qemu-aarch64`).
+pub fn exec_format_hint(
+    platform: &crate::plan::Platform,
+    host: &crate::plan::Platform,
+    binfmt: &Path,
+) -> String {
+    if platform.os != host.os || platform.arch == host.arch {
+        return format!(
+            "the program is not an executable for {platform}, the step's platform \
+             (check the image's platform and the file's first line, e.g. a #! line)"
+        );
+    }
+    let qemu = match platform.arch.as_str() {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "386" => "i386",
+        "mips64le" => "mips64el",
+        "mipsle" => "mipsel",
+        "loong64" => "loongarch64",
+        other => other,
+    };
+    let install = "install an emulator: on Debian or Ubuntu `apt-get install \
+                   qemu-user-static binfmt-support`; elsewhere, or in a container, \
+                   `docker run --privileged --rm tonistiigi/binfmt --install all`";
+    if !binfmt.join("register").exists() {
+        return format!(
+            "programs for {platform} run on this {host} machine through an emulator that \
+             binfmt_misc starts, and binfmt_misc is not mounted at {}: mount it \
+             (`mount -t binfmt_misc binfmt_misc {}`), then {install}",
+            binfmt.display(),
+            binfmt.display()
+        );
+    }
+    let entry = binfmt.join(format!("qemu-{qemu}"));
+    match std::fs::read_to_string(&entry) {
+        Err(_) => format!(
+            "programs for {platform} run on this {host} machine through an emulator, and \
+             none is registered for {qemu} ({} is missing): {install}",
+            entry.display()
+        ),
+        Ok(text) if text.lines().next() == Some("disabled") => format!(
+            "the emulator for {platform} is registered but disabled: \
+             `echo 1 > {}`",
+            entry.display()
+        ),
+        Ok(text)
+            if !text
+                .lines()
+                .any(|l| l.starts_with("flags:") && l.contains('F')) =>
+        {
+            format!(
+                "the emulator for {platform} ({}) is registered without the F flag, so it \
+                 is looked up inside the step's filesystem, where it is not: register it \
+                 with the F (fix binary) flag, as qemu-user-static's packages do",
+                entry.display()
+            )
+        }
+        Ok(_) => format!(
+            "an emulator for {platform} is registered ({}), so the program itself is not \
+             an executable for {platform}: check the base image's platform",
+            entry.display()
+        ),
+    }
+}
+
 /// Runs a RUN step; returns its layer and history text.
 pub fn run(
     op: &Op,
@@ -157,7 +237,21 @@ pub fn run(
     std::fs::create_dir_all(&spec.secrets_dir).context("cannot create a secrets directory")?;
     let echo = |line: &str| at.report(sh, crate::progress::StepEvent::Output(line));
     let echo: Option<&dyn Fn(&str)> = Some(&echo);
-    let outcome = crate::exec::run(&spec, &dir.join("spec.json"), &prepared.secrets, echo)?;
+    let outcome = crate::exec::run(&spec, &dir.join("spec.json"), &prepared.secrets, echo)
+        .map_err(|e| {
+            let message = crate::error_chain(&e);
+            if message.contains("(os error 8)") {
+                let platform = super::state_platform(state);
+                let hint = exec_format_hint(
+                    &platform,
+                    &crate::plan::Platform::host(),
+                    Path::new(BINFMT_MISC),
+                );
+                anyhow::Error::new(ExecFormat { message, hint })
+            } else {
+                e
+            }
+        })?;
     drop(prepared);
     let shown = go_quote_argv(argv);
     match outcome.exit {
@@ -359,6 +453,31 @@ fn go_quote_argv(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each state of binfmt_misc gets its own advice.
+    #[test]
+    fn exec_format_hints_read_binfmt_misc() {
+        let p = |s: &str| crate::plan::Platform::parse(s).expect("platform");
+        let (arm, host) = (p("linux/arm64"), p("linux/amd64"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hint = |d: &Path| exec_format_hint(&arm, &host, d);
+        assert!(exec_format_hint(&host, &host, dir.path())
+            .contains("not an executable for linux/amd64"));
+        assert!(hint(dir.path()).contains("binfmt_misc is not mounted"));
+        std::fs::write(dir.path().join("register"), "").expect("register");
+        let h = hint(dir.path());
+        assert!(
+            h.contains("none is registered for aarch64") && h.contains("qemu-user-static"),
+            "{h}"
+        );
+        let entry = dir.path().join("qemu-aarch64");
+        std::fs::write(&entry, "disabled\ninterpreter /q\nflags: PF\n").expect("entry");
+        assert!(hint(dir.path()).contains("registered but disabled"));
+        std::fs::write(&entry, "enabled\ninterpreter /q\nflags: P\n").expect("entry");
+        assert!(hint(dir.path()).contains("without the F flag"));
+        std::fs::write(&entry, "enabled\ninterpreter /q\nflags: PF\n").expect("entry");
+        assert!(hint(dir.path()).contains("the program itself is not an executable"));
+    }
 
     #[test]
     fn history_as_buildkit() {

@@ -39,7 +39,7 @@ pub(super) struct Shared<'a> {
     pub store: &'a Store,
     pub images: import::Images,
     done: Mutex<BTreeMap<usize, Finished>>,
-    cancel: AtomicBool,
+    cancel: Arc<AtomicBool>,
     report: &'a (dyn Fn(&Event) + Sync),
     stat: Mutex<BTreeMap<PathBuf, Arc<StatCache>>>,
     /// The number of each stage's FROM line in the progress output.
@@ -59,7 +59,7 @@ pub(super) struct Shared<'a> {
 /// The error a stage stops with when another one failed first.
 #[derive(Debug, thiserror::Error)]
 #[error("cancelled: another stage failed")]
-struct Cancelled;
+pub struct Cancelled;
 
 impl Shared<'_> {
     pub fn report(&self, e: &Event) {
@@ -107,10 +107,11 @@ pub(super) fn solve(
     let mut total = 0;
     for &i in &plan.order {
         if let Some(st) = super::stage(plan, i) {
-            numbers.insert(i, total + 1);
+            numbers.insert(i, opts.numbered_after + total + 1);
             total += st.steps.len() + 1;
         }
     }
+    debug_assert_eq!(total, step_count(plan));
     let mut image_stages = BTreeSet::new();
     let mut at = Some(plan.target);
     while let Some(i) = at {
@@ -129,7 +130,7 @@ pub(super) fn solve(
         store,
         images: import::Images::new(opts.work.join("images")),
         done: Mutex::new(BTreeMap::new()),
-        cancel: AtomicBool::new(false),
+        cancel: opts.cancel.clone(),
         report,
         stat: Mutex::new(BTreeMap::new()),
         numbers,
@@ -166,6 +167,16 @@ pub(super) fn solve(
     Ok((state, counts, used))
 }
 
+/// How many steps the plan's progress output numbers: each stage's FROM
+/// and its steps.
+pub fn step_count(plan: &Plan) -> usize {
+    plan.order
+        .iter()
+        .filter_map(|&i| super::stage(plan, i))
+        .map(|st| st.steps.len() + 1)
+        .sum()
+}
+
 /// Runs each stage on a thread of its own once the stages it needs are
 /// done, at most `max_parallelism` at a time; the first error wins.
 fn schedule(sh: &Shared) -> Result<()> {
@@ -174,10 +185,11 @@ fn schedule(sh: &Shared) -> Result<()> {
     let mut started: BTreeSet<usize> = BTreeSet::new();
     let mut finished: BTreeSet<usize> = BTreeSet::new();
     let mut first: Option<anyhow::Error> = None;
+    let mut cancelled = false;
     std::thread::scope(|s| {
         let mut running = 0;
         loop {
-            if first.is_none() {
+            if first.is_none() && !sh.cancel.load(Ordering::SeqCst) {
                 for &idx in &sh.plan.order {
                     if running >= max {
                         break;
@@ -212,7 +224,13 @@ fn schedule(sh: &Shared) -> Result<()> {
                     finished.insert(idx);
                 }
                 Err(e) => {
-                    if first.is_none() && e.downcast_ref::<Cancelled>().is_none() {
+                    // Stopped, or killed mid-step, because a build of
+                    // another platform failed first.
+                    if e.downcast_ref::<Cancelled>().is_some()
+                        || (first.is_none() && sh.cancel.load(Ordering::SeqCst))
+                    {
+                        cancelled = true;
+                    } else if first.is_none() {
                         sh.cancel.store(true, Ordering::SeqCst);
                         crate::cleanup::kill_children();
                         first = Some(e);
@@ -223,6 +241,8 @@ fn schedule(sh: &Shared) -> Result<()> {
     });
     match first {
         Some(e) => Err(e),
+        // Another platform's build failed.
+        None if cancelled || sh.cancel.load(Ordering::SeqCst) => Err(Cancelled.into()),
         None if started.len() < sh.plan.order.len() => {
             bail!("the plan's stages depend on each other in a cycle")
         }
@@ -232,7 +252,7 @@ fn schedule(sh: &Shared) -> Result<()> {
 
 fn run_stage(sh: &Shared, st: &Stage) -> Result<()> {
     let number = sh.numbers.get(&st.index).copied().unwrap_or(0);
-    let name = st.display_name();
+    let name = labelled(sh, st);
     let from = format!("FROM {}", super::base_text(&st.base));
     // The stage's vertices, as BuildKit counts them: its FROM and the
     // steps that make layers.
@@ -500,9 +520,18 @@ pub(super) fn slot_of(sh: &Shared, st: &Stage, i: usize) -> String {
     cache::slot(
         &sh.opts.context.to_string_lossy(),
         &sh.opts.dockerfile_id,
-        &st.display_name(),
+        &labelled(sh, st),
         i,
     )
+}
+
+/// A stage's name as progress shows it: after the platform in a build of
+/// several (`linux/arm64 builder`, as BuildKit shows it).
+pub(super) fn labelled(sh: &Shared, st: &Stage) -> String {
+    match &sh.opts.label {
+        Some(l) => format!("{l} {}", st.display_name()),
+        None => st.display_name(),
+    }
 }
 
 fn hit(

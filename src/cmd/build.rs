@@ -87,6 +87,30 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         None
     };
     let settings_extra = compat_settings(args)?;
+    let multi = settings.platforms.len() > 1;
+    if multi {
+        if load_to.is_some() {
+            return Err(Failure::usage(
+                "--load takes one platform: docker load reads no image index (buildx refuses \
+                 too); build one --platform to load, or push, or use -o type=oci",
+            ));
+        }
+        if outputs.iter().any(|o| o.kind == export::Kind::Docker) {
+            return Err(Failure::usage(
+                "-o type=docker takes one platform: a docker archive holds no image index \
+                 (buildx refuses too); use -o type=oci or --push for several",
+            ));
+        }
+    } else if settings_extra
+        .annotations
+        .iter()
+        .any(|a| a.on == AnnotationTarget::Index)
+    {
+        return Err(Failure::usage(
+            "--annotation index:...: a single-platform image has no index (its manifest is \
+             the image); annotate the manifest, or build several --platform values",
+        ));
+    }
     let cache_from: Vec<std::path::PathBuf> = args
         .cache_from
         .iter()
@@ -125,7 +149,6 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     };
 
     let src = read_dockerfile(&settings)?;
-    let opts = settings.plan_options();
     // A real build asks registries for base images' configs; a dry run
     // plans offline, from what the store has (if there is one).
     let store_root = args
@@ -143,12 +166,21 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         pull: args.pull,
         offline: args.dry_run.is_some(),
     };
-    let plan = match plan_source(&src, &opts, &resolver) {
-        Ok(p) => p,
-        Err(e) => {
-            eprint!("{}", render_all(&[e], &settings.display_name, &src));
-            return Ok(exit::DOCKERFILE);
+    // One plan per platform: the automatic platform ARGs differ.
+    let mut plans = Vec::new();
+    for platform in &settings.platforms {
+        match plan_source(&src, &settings.plan_options_for(platform), &resolver) {
+            Ok(p) => plans.push(p),
+            Err(e) => {
+                eprint!("{}", render_all(&[e], &settings.display_name, &src));
+                return Ok(exit::DOCKERFILE);
+            }
         }
+    }
+    let Some(plan) = plans.first() else {
+        return Err(Failure::usage(
+            "--platform needs a value such as linux/amd64",
+        ));
     };
     let mode = args.progress.resolve(args.quiet);
     // Lines for people: not with -q, and not between rawjson's objects.
@@ -207,31 +239,41 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         },
         dry_run: false,
         on_layer: None,
-        add_hosts: settings_extra.add_hosts,
+        add_hosts: settings_extra.add_hosts.clone(),
         shm_size: settings_extra.shm_size,
-        ulimits: settings_extra.ulimits,
+        ulimits: settings_extra.ulimits.clone(),
+        label: None,
+        numbered_after: 0,
+        cancel: Default::default(),
     };
     match args.dry_run {
         Some(DryRun::Json) => {
-            println!("{}", render::to_json(&plan));
+            if let [one] = plans.as_slice() {
+                println!("{}", render::to_json(one));
+            } else {
+                let all: Vec<String> = plans.iter().map(render::to_json).collect();
+                println!("[{}]", all.join(","));
+            }
             return Ok(0);
         }
         Some(DryRun::Text) => {
-            print!("{}", render::to_text(&plan));
-            // What the cache would give, step by step.
-            if let Some(store) = &store {
-                bopts.dry_run = true;
-                bopts.max_parallelism = 1;
-                println!("cache ({}):", store_root.display());
-                let lines = crate::progress::plain::Lines::default();
-                let log = |e: &crate::progress::Event| {
-                    for line in lines.render(e) {
-                        println!("  {line}");
+            for plan in &plans {
+                print!("{}", render::to_text(plan));
+                // What the cache would give, step by step.
+                if let Some(store) = &store {
+                    bopts.dry_run = true;
+                    bopts.max_parallelism = 1;
+                    println!("cache ({}):", store_root.display());
+                    let lines = crate::progress::plain::Lines::default();
+                    let log = |e: &crate::progress::Event| {
+                        for line in lines.render(e) {
+                            println!("  {line}");
+                        }
+                    };
+                    if let Err(e) = build::dry_run(plan, &bopts, store, &log) {
+                        eprintln!("error: {}", chain(&e));
+                        return Ok(exit::BUILD);
                     }
-                };
-                if let Err(e) = build::dry_run(&plan, &bopts, store, &log) {
-                    eprintln!("error: {}", chain(&e));
-                    return Ok(exit::BUILD);
                 }
             }
             return Ok(0);
@@ -306,30 +348,75 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     }
     // Step events go to the renderer main chose.
     let log = |e: &crate::progress::Event| crate::progress::emit(e);
-    let result = build::build(&plan, &bopts, &store, &log);
+    // A build per platform, at once; each has its own work directory and
+    // step numbers, and shows its platform before each stage's name.
+    let mut jobs = Vec::new();
+    let mut numbered_after = 0;
+    for plan in plans {
+        let mut o = bopts.clone();
+        if multi {
+            let dir = plan.platform.to_string().replace('/', "_");
+            o.work = bopts.work.join(dir);
+            o.label = Some(plan.platform.to_string());
+            o.numbered_after = numbered_after;
+            numbered_after += build::step_count(&plan);
+        }
+        jobs.push((plan, o));
+    }
+    let result = build::build_platforms(&jobs, &store, &log);
     bopts.on_layer = None;
+    drop(jobs);
     // After a failure the uploads in flight are abandoned, not awaited.
     let early = match (early, result.is_ok()) {
         (Some(e), true) => e.finish(),
         _ => Default::default(),
     };
-    let (mut built, counts) = match result {
+    let results = match result {
         Ok(b) => b,
         Err(e) => {
             crate::progress::finish();
             return Ok(report(&e, &settings.display_name, &src));
         }
     };
-    for l in &args.labels {
-        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-        built
-            .image
-            .config
-            .config
-            .labels
-            .insert(k.to_string(), v.to_string());
+    let mut counts = build::Counts::default();
+    let mut builts = Vec::new();
+    for (b, c) in results {
+        counts.cached += c.cached;
+        counts.ran += c.ran;
+        counts.keys.extend(c.keys);
+        builts.push(b);
     }
-    built.image.annotations = settings_extra.annotations.clone();
+    let mut index_annotations = BTreeMap::new();
+    for a in &settings_extra.annotations {
+        if a.on == AnnotationTarget::Index {
+            index_annotations.insert(a.key.clone(), a.value.clone());
+        }
+    }
+    for built in &mut builts {
+        let config = &mut built.image.config;
+        for l in &args.labels {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            config.config.labels.insert(k.to_string(), v.to_string());
+        }
+        let platform = crate::plan::Platform {
+            os: config.os.clone(),
+            arch: config.architecture.clone(),
+            variant: config.variant.clone().unwrap_or_default(),
+        };
+        for a in &settings_extra.annotations {
+            let applies = match &a.on {
+                AnnotationTarget::Manifest(None) => true,
+                AnnotationTarget::Manifest(Some(p)) => *p == platform,
+                AnnotationTarget::Index => false,
+            };
+            if applies {
+                built
+                    .image
+                    .annotations
+                    .insert(a.key.clone(), a.value.clone());
+            }
+        }
+    }
     if load_to.is_some() {
         // --load: a docker archive, fed to `docker load`.
         outputs.push(Output {
@@ -338,15 +425,23 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             compression: None,
             oci_mediatypes: false,
             names: Vec::new(),
+            platform_split: true,
         });
     }
+    let parts: Vec<export::Part> = builts
+        .iter()
+        .map(|b| export::Part {
+            image: &b.image,
+            rootfs: &b.rootfs,
+            owners: &b.owners,
+        })
+        .collect();
     let export = Export {
-        image: &built.image,
-        rootfs: &built.rootfs,
+        parts: &parts,
         store: &store,
         tags: &tags,
         source_date_epoch: sde,
-        owners: &built.owners,
+        index_annotations: &index_annotations,
     };
     for out in &outputs {
         if let Err(e) = export::write(out, &export) {
@@ -372,7 +467,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         }
     }
     if push {
-        if let Err(e) = push_image(&built.image, &tags, &store, quiet, early) {
+        if let Err(e) = push_image(&export, quiet, early) {
             crate::progress::finish();
             eprintln!("error: {}", chain(&e));
             if let Some(h) = crate::registry::hint(&e) {
@@ -386,38 +481,49 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         }
     }
     let oci = !outputs.iter().any(|o| !o.oci_mediatypes);
-    let docs = built
-        .image
-        .documents(oci)
-        .map_err(|e| build_failure(e.to_string()))?;
-    let digest = docs.manifest.digest.clone();
+    let tree = export::Tree::new(&export, oci).map_err(|e| build_failure(e.to_string()))?;
+    let top = tree.top().map_err(build_failure)?;
+    let digest = top.digest.clone();
+    // The image ID, as buildx gives it: the config's digest, or for
+    // several platforms the index's.
+    let image_id = match (&tree.index, tree.images.as_slice()) {
+        (None, [one]) => one.config.digest.clone(),
+        _ => digest.clone(),
+    };
     // `kiln images` and `kiln inspect` know what was built with -t (as
     // it would be pushed: OCI media types).
-    if let (false, Ok(d)) = (tags.is_empty(), built.image.documents(true)) {
-        let stored = store
-            .put_bytes(&d.config.bytes)
-            .and_then(|_| store.put_bytes(&d.manifest.bytes));
-        if stored.is_ok() {
-            for t in &tags {
-                let name = format!("built:{}", export::normalize_name(t));
-                let _ = store.set_ref(&name, &d.manifest.digest);
+    if let (false, Ok(t)) = (tags.is_empty(), export::Tree::new(&export, true)) {
+        let mut stored = Ok(String::new());
+        for d in &t.images {
+            stored = stored
+                .and_then(|_| store.put_bytes(&d.config.bytes))
+                .and_then(|_| store.put_bytes(&d.manifest.bytes));
+        }
+        if let Some(i) = &t.index {
+            stored = stored.and_then(|_| store.put_bytes(&i.bytes));
+        }
+        if let (Ok(_), Ok(top)) = (stored, t.top()) {
+            for tag in &tags {
+                let name = format!("built:{}", export::normalize_name(tag));
+                let _ = store.set_ref(&name, &top.digest);
             }
         }
     }
     if let Some(p) = &args.iidfile {
-        // The image ID, as buildx writes it: the config digest.
-        write_file(p, docs.config.digest.as_bytes())?;
+        write_file(p, image_id.as_bytes())?;
     }
     if let Some(p) = &args.metadata_file {
         let mut m = serde_json::json!({
             "containerimage.digest": digest,
-            "containerimage.config.digest": docs.config.digest,
             "containerimage.descriptor": {
-                "mediaType": docs.manifest.media_type,
+                "mediaType": top.media_type,
                 "digest": digest,
-                "size": docs.manifest.bytes.len(),
+                "size": top.bytes.len(),
             },
         });
+        if let (None, [one]) = (&tree.index, tree.images.as_slice()) {
+            m["containerimage.config.digest"] = one.config.digest.clone().into();
+        }
         if !tags.is_empty() {
             let names: Vec<String> = tags.iter().map(|t| export::normalize_name(t)).collect();
             m["image.name"] = names.join(",").into();
@@ -447,12 +553,12 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         // As buildx: the image ID on stdout, unless stdout carries an
         // archive.
         if !outputs.iter().any(|o| o.dest == export::Dest::Stdout) {
-            println!("{}", docs.config.digest);
+            println!("{image_id}");
         }
     } else if mode == Progress::Rawjson {
         crate::progress::json::result(serde_json::json!({
             "digest": digest,
-            "config": docs.config.digest,
+            "config": image_id,
             "seconds": secs,
             "cached": counts.cached,
             "ran": counts.ran,
@@ -464,8 +570,13 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         } else {
             went.join(", ")
         };
+        let platforms = if multi {
+            format!(" for {} platforms", settings.platforms.len())
+        } else {
+            String::new()
+        };
         eprintln!(
-            "built {digest} in {secs:.1}s ({} steps cached, {} ran): {went}",
+            "built {digest}{platforms} in {secs:.1}s ({} steps cached, {} ran): {went}",
             counts.cached, counts.ran
         );
     }
@@ -530,7 +641,71 @@ struct CompatSettings {
     add_hosts: Vec<(String, String)>,
     shm_size: Option<u64>,
     ulimits: Vec<(String, u64, u64)>,
-    annotations: BTreeMap<String, String>,
+    annotations: Vec<Annotation>,
+}
+
+/// An `--annotation`: where it goes, and its key and value.
+#[derive(Debug, Clone, PartialEq)]
+struct Annotation {
+    on: AnnotationTarget,
+    key: String,
+    value: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum AnnotationTarget {
+    /// `manifest:` (the default), or `manifest[PLATFORM]:` for one.
+    Manifest(Option<crate::plan::Platform>),
+    /// `index:`: a multi-platform image's index.
+    Index,
+}
+
+/// Parses `[TYPE[PLATFORM]:]KEY=VALUE`, as buildx does: types `manifest`
+/// (the default) and `index`, several comma-separated.
+fn parse_annotation(a: &str) -> Result<Vec<Annotation>, String> {
+    let (targets, kv) = match a.split_once('=') {
+        Some((left, _)) if left.contains(':') => a.split_once(':').unwrap_or(("manifest", a)),
+        _ => ("manifest", a),
+    };
+    let (k, v) = kv
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("--annotation {a:?}: expected KEY=VALUE"))?;
+    let mut out = Vec::new();
+    for target in targets.split(',') {
+        let (kind, platform) = match target.split_once('[') {
+            Some((kind, p)) => {
+                let p = p.strip_suffix(']').ok_or_else(|| {
+                    format!("--annotation {a:?}: expected TYPE[PLATFORM]:KEY=VALUE")
+                })?;
+                let p = crate::plan::Platform::parse(p)
+                    .map_err(|e| format!("--annotation {a:?}: {e}"))?;
+                (kind, Some(p))
+            }
+            None => (target, None),
+        };
+        let on = match (kind, platform) {
+            ("manifest", p) => AnnotationTarget::Manifest(p),
+            ("index", None) => AnnotationTarget::Index,
+            ("index", Some(_)) => {
+                return Err(format!(
+                    "--annotation {a:?}: an index has no platform; use index:KEY=VALUE"
+                ))
+            }
+            (other, _) => {
+                return Err(format!(
+                    "--annotation {a:?}: kiln annotates `manifest` and `index`, not {other:?} \
+                     (manifest:K=V, manifest[linux/arm64]:K=V, index:K=V)"
+                ))
+            }
+        };
+        out.push(Annotation {
+            on,
+            key: k.to_string(),
+            value: v.to_string(),
+        });
+    }
+    Ok(out)
 }
 
 fn compat_settings(args: &BuildArgs) -> Result<CompatSettings, Failure> {
@@ -584,22 +759,9 @@ fn compat_settings(args: &BuildArgs) -> Result<CompatSettings, Failure> {
     if !off(&args.provenance) || !off(&args.sbom) || !args.attest.is_empty() {
         eprintln!("warning: kiln writes no attestations (provenance, SBOM); the image has none");
     }
-    let mut annotations = BTreeMap::new();
+    let mut annotations = Vec::new();
     for a in &args.annotations {
-        let (target, kv) = match a.split_once(':') {
-            Some((t, kv)) if !t.contains('=') => (t, kv),
-            _ => ("manifest", a.as_str()),
-        };
-        if target != "manifest" {
-            return Err(Failure::usage(format!(
-                "--annotation {a:?}: kiln annotates the manifest only (manifest:KEY=VALUE or KEY=VALUE)"
-            )));
-        }
-        let (k, v) = kv
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| Failure::usage(format!("--annotation {a:?}: expected KEY=VALUE")))?;
-        annotations.insert(k.to_string(), v.to_string());
+        annotations.extend(parse_annotation(a).map_err(Failure::usage)?);
     }
     Ok(CompatSettings {
         add_hosts,
@@ -633,21 +795,23 @@ fn describe_output(o: &Output) -> String {
 }
 
 /// `--push`: every `-t` gets the image's blobs (those the repository lacks)
-/// and then its manifest, with OCI media types.
+/// and then its manifest, with OCI media types; for several platforms,
+/// each image's manifest by digest, then the index under the tag.
 fn push_image(
-    image: &crate::image::Image,
-    tags: &[String],
-    store: &Store,
+    export: &Export,
     quiet: bool,
     mut early: crate::registry::early::Done,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    if tags.is_empty() {
+    if export.tags.is_empty() {
         anyhow::bail!("--push needs at least one -t NAME to push to");
     }
-    let docs = image.documents(true)?;
-    store.put_bytes(&docs.config.bytes)?;
-    for tag in tags {
+    let tree = export::Tree::new(export, true)?;
+    for d in &tree.images {
+        export.store.put_bytes(&d.config.bytes)?;
+    }
+    let layer_count: usize = export.parts.iter().map(|p| p.image.layers.len()).sum();
+    for tag in export.tags {
         let r =
             crate::registry::Reference::parse(tag).map_err(|e| anyhow::anyhow!("{tag}: {e}"))?;
         // An upload during the build failed after its retries: that is the
@@ -656,31 +820,49 @@ fn push_image(
             return Err(e.context(format!("pushing {r}")));
         }
         let mut client = crate::registry::Client::new(r.clone())?;
-        // The config first: it is small, and brings the push token.
-        let mut blobs = vec![docs.config.digest.clone()];
-        blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
-        let mut pushed = crate::registry::push_blobs(&mut client, &blobs, store)
-            .with_context(|| format!("pushing {r}"))?;
-        // What the uploads during the build did counts as this push's.
-        for (p, d) in pushed.iter_mut().zip(&blobs) {
-            if let Some(e) = early.pushed.get(tag).and_then(|m| m.get(d)) {
-                if *p == crate::registry::Pushed::Exists {
-                    *p = *e;
+        let (mut uploaded, mut mounted) = (0, 0);
+        for (part, docs) in export.parts.iter().zip(&tree.images) {
+            // The config first: it is small, and brings the push token.
+            let mut blobs = vec![docs.config.digest.clone()];
+            blobs.extend(part.image.layers.iter().map(|l| l.digest.clone()));
+            let mut pushed = crate::registry::push_blobs(&mut client, &blobs, export.store)
+                .with_context(|| format!("pushing {r}"))?;
+            // What the uploads during the build did counts as this push's.
+            for (p, d) in pushed.iter_mut().zip(&blobs) {
+                if let Some(e) = early.pushed.get(tag).and_then(|m| m.get(d)) {
+                    if *p == crate::registry::Pushed::Exists {
+                        *p = *e;
+                    }
                 }
             }
+            let count = |p| pushed.iter().skip(1).filter(|x| **x == p).count();
+            uploaded += count(crate::registry::Pushed::Uploaded);
+            mounted += count(crate::registry::Pushed::Mounted);
+            // Under the tag when it is the image; by digest when an
+            // index names it.
+            let object = if tree.index.is_some() {
+                docs.manifest.digest.as_str()
+            } else {
+                r.object()
+            };
+            client
+                .push_manifest(object, docs.manifest.media_type, &docs.manifest.bytes)
+                .with_context(|| format!("pushing {r}"))?;
         }
-        let count = |p| pushed.iter().skip(1).filter(|x| **x == p).count();
-        let (uploaded, mounted) = (
-            count(crate::registry::Pushed::Uploaded),
-            count(crate::registry::Pushed::Mounted),
-        );
-        let digest = client
-            .push_manifest(r.object(), docs.manifest.media_type, &docs.manifest.bytes)
-            .with_context(|| format!("pushing {r}"))?;
+        let top = tree.top()?;
+        let digest = match &tree.index {
+            Some(index) => client
+                .push_manifest(r.object(), index.media_type, &index.bytes)
+                .with_context(|| format!("pushing {r}"))?,
+            None => top.digest.clone(),
+        };
         if !quiet {
+            let platforms = match tree.images.len() {
+                1 => String::new(),
+                n => format!(", {n} platforms"),
+            };
             eprintln!(
-                "pushed {r}@{digest} ({uploaded} of {} layers uploaded, {mounted} mounted)",
-                image.layers.len()
+                "pushed {r}@{digest} ({uploaded} of {layer_count} layers uploaded, {mounted} mounted{platforms})"
             );
         }
     }

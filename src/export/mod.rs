@@ -48,6 +48,10 @@ pub struct Output {
     pub compression: Option<Compression>,
     /// `name=`: image names, besides `-t`.
     pub names: Vec<String>,
+    /// `platform-split=` (type=local): a multi-platform build's files go
+    /// to a directory per platform (`linux_arm64/`), as by default, or
+    /// all into one.
+    pub platform_split: bool,
 }
 
 impl Output {
@@ -62,6 +66,7 @@ impl Output {
                 oci_mediatypes: true,
                 compression: None,
                 names: Vec::new(),
+                platform_split: true,
             });
         }
         if !spec.contains('=') {
@@ -71,6 +76,7 @@ impl Output {
                 oci_mediatypes: true,
                 compression: None,
                 names: Vec::new(),
+                platform_split: true,
             });
         }
         let mut fields = BTreeMap::new();
@@ -146,6 +152,20 @@ impl Output {
                 ));
             }
         }
+        let platform_split = match fields.remove("platform-split").as_deref() {
+            None | Some("true") => true,
+            Some("false") if kind == Kind::Local => false,
+            Some("false") => {
+                return Err(format!(
+                    "--output {spec:?}: platform-split=false is for type=local only"
+                ))
+            }
+            Some(v) => {
+                return Err(format!(
+                    "--output platform-split={v}: expected true or false"
+                ))
+            }
+        };
         // Attributes buildx has that change nothing here.
         for ignored in ["force-compression", "rewrite-timestamp", "annotation"] {
             fields.remove(ignored);
@@ -159,6 +179,7 @@ impl Output {
             oci_mediatypes,
             compression,
             names,
+            platform_split,
         })
     }
 }
@@ -171,23 +192,86 @@ fn dest_of(s: &str) -> Dest {
     }
 }
 
-/// What an export needs besides the output spec.
-pub struct Export<'a> {
+/// One image of an export, with its filesystem.
+pub struct Part<'a> {
     pub image: &'a Image,
+    /// The image's root filesystem (for `type=local` and `type=tar`).
     pub rootfs: &'a Path,
-    pub store: &'a Store,
-    /// `-t` values.
-    pub tags: &'a [String],
-    pub source_date_epoch: Option<i64>,
     /// Owner and mode by path, as the layers record them: they win over
     /// what the files on disk show (which, without root, is the user
     /// running kiln).
     pub owners: &'a BTreeMap<String, (u32, u32, Option<u32>)>,
 }
 
+impl Part<'_> {
+    /// The directory a multi-platform export gives this image's files:
+    /// `linux_arm64`, `linux_arm_v7` (as BuildKit names them).
+    pub fn platform_dir(&self) -> String {
+        let c = &self.image.config;
+        let mut d = format!("{}_{}", c.os, c.architecture);
+        if let Some(v) = c.variant.as_deref().filter(|v| !v.is_empty()) {
+            d.push('_');
+            d.push_str(v);
+        }
+        d
+    }
+}
+
+/// What an export needs besides the output spec.
+pub struct Export<'a> {
+    /// The images: one, or one per platform of a multi-platform build
+    /// (which exports as an image index).
+    pub parts: &'a [Part<'a>],
+    pub store: &'a Store,
+    /// `-t` values.
+    pub tags: &'a [String],
+    pub source_date_epoch: Option<i64>,
+    /// The index's annotations (`--annotation index:K=V`).
+    pub index_annotations: &'a BTreeMap<String, String>,
+}
+
+impl Export<'_> {
+    fn multi(&self) -> bool {
+        self.parts.len() > 1
+    }
+}
+
 /// The digest of the image's manifest, as `--iidfile` and registries see it.
 pub fn image_digest(image: &Image, oci: bool) -> Result<String> {
     Ok(image.documents(oci)?.manifest.digest)
+}
+
+/// The documents of an export's images and, for several, their index.
+pub struct Tree {
+    pub images: Vec<crate::image::Documents>,
+    pub index: Option<Blob>,
+}
+
+impl Tree {
+    pub fn new(e: &Export, oci: bool) -> Result<Tree> {
+        let images = e
+            .parts
+            .iter()
+            .map(|p| p.image.documents(oci))
+            .collect::<Result<Vec<_>>>()?;
+        let index = if e.multi() {
+            let docs: Vec<&crate::image::Documents> = images.iter().collect();
+            let imgs: Vec<&Image> = e.parts.iter().map(|p| p.image).collect();
+            Some(crate::image::index(&docs, &imgs, oci, e.index_annotations)?)
+        } else {
+            None
+        };
+        Ok(Tree { images, index })
+    }
+
+    /// What names the result: the index, or the one manifest.
+    pub fn top(&self) -> Result<&Blob> {
+        match (&self.index, self.images.first()) {
+            (Some(i), _) => Ok(i),
+            (None, Some(d)) => Ok(&d.manifest),
+            (None, None) => bail!("no image was built"),
+        }
+    }
 }
 
 /// Writes one output.
@@ -199,28 +283,55 @@ pub fn write(out: &Output, e: &Export) -> Result<()> {
             let Dest::Path(dir) = &out.dest else {
                 bail!("type=local needs a directory");
             };
-            archive::copy_dir(e.rootfs, dir)
+            for p in e.parts {
+                if e.multi() && out.platform_split {
+                    archive::copy_dir(p.rootfs, &dir.join(p.platform_dir()))?;
+                } else {
+                    archive::copy_dir(p.rootfs, dir)?;
+                }
+            }
+            Ok(())
         }
         Kind::Tar => to_dest(&out.dest, |w| {
-            let mut entries = writer::entries_from_dir(e.rootfs, "")?;
-            for entry in &mut entries {
-                if let Some(&(uid, gid, mode)) = e.owners.get(&entry.path) {
-                    entry.uid = uid;
-                    entry.gid = gid;
-                    if let Some(m) = mode {
-                        entry.mode = m;
+            let mut all = Vec::new();
+            for p in e.parts {
+                let prefix = if e.multi() {
+                    all.push(archive::dir(&p.platform_dir()));
+                    format!("{}/", p.platform_dir())
+                } else {
+                    String::new()
+                };
+                let mut entries = writer::entries_from_dir(p.rootfs, "")?;
+                for entry in &mut entries {
+                    if let Some(&(uid, gid, mode)) = p.owners.get(&entry.path) {
+                        entry.uid = uid;
+                        entry.gid = gid;
+                        if let Some(m) = mode {
+                            entry.mode = m;
+                        }
                     }
+                    entry.path.insert_str(0, &prefix);
                 }
+                all.extend(entries);
             }
             let opts = WriteOptions {
                 source_date_epoch: e.source_date_epoch,
                 ..Default::default()
             };
-            writer::write_tar(entries, w, &opts)?;
+            writer::write_tar(all, w, &opts)?;
             Ok(())
         }),
         Kind::Oci => to_dest(&out.dest, |w| write_oci(w, e, &tags, out.oci_mediatypes)),
-        Kind::Docker => to_dest(&out.dest, |w| write_docker(w, e, &tags, out.oci_mediatypes)),
+        Kind::Docker => {
+            if e.multi() {
+                bail!(
+                    "a docker archive holds one platform's image (docker load takes no index, \
+                     as buildx's docker exporter does not): build one --platform, or use \
+                     -o type=oci or --push for several"
+                );
+            }
+            to_dest(&out.dest, |w| write_docker(w, e, &tags, out.oci_mediatypes))
+        }
     }
 }
 
@@ -281,9 +392,8 @@ fn write_and_persist(
     Ok(())
 }
 
-/// Entries for the blobs of an image, plus its documents.
-fn blob_entries(e: &Export, docs: &[&Blob], oci: bool, entries: &mut Vec<Entry>) -> Result<()> {
-    let _ = oci;
+/// Entries for the blobs of the images, plus their documents.
+fn blob_entries(e: &Export, docs: &[&Blob], entries: &mut Vec<Entry>) -> Result<()> {
     entries.push(archive::dir("blobs"));
     entries.push(archive::dir("blobs/sha256"));
     let mut seen = std::collections::BTreeSet::new();
@@ -296,7 +406,7 @@ fn blob_entries(e: &Export, docs: &[&Blob], oci: bool, entries: &mut Vec<Entry>)
             ));
         }
     }
-    for l in &e.image.layers {
+    for l in e.parts.iter().flat_map(|p| &p.image.layers) {
         if seen.insert(l.digest.clone()) {
             let p = e.store.blob_path(&l.digest)?;
             let size = std::fs::metadata(&p)
@@ -391,18 +501,21 @@ fn familiar_name(full: &str) -> String {
         .to_string()
 }
 
-/// An OCI image layout archive: `oci-layout`, `index.json`, the blobs,
-/// and any `extra` files.
+/// An OCI image layout archive: `oci-layout`, `index.json` (naming the
+/// image, or the index of several), the blobs, and any `extra` files.
 fn write_layout(
     w: &mut dyn Write,
     e: &Export,
-    docs: &crate::image::Documents,
+    tree: &Tree,
     tags: &[String],
-    oci: bool,
     extra: Vec<Entry>,
 ) -> Result<()> {
     let layout = layout_file();
-    let index = index_json(&docs.manifest, tags, e.image.config.created.as_deref())?;
+    let created = e
+        .parts
+        .first()
+        .and_then(|p| p.image.config.created.as_deref());
+    let index = index_json(tree.top()?, tags, created)?;
     let mut entries = vec![
         archive::file(
             "oci-layout",
@@ -416,26 +529,34 @@ fn write_layout(
         ),
     ];
     entries.extend(extra);
-    blob_entries(e, &[&docs.config, &docs.manifest], oci, &mut entries)?;
+    let mut docs: Vec<&Blob> = Vec::new();
+    for d in &tree.images {
+        docs.push(&d.config);
+        docs.push(&d.manifest);
+    }
+    docs.extend(tree.index.as_ref());
+    blob_entries(e, &docs, &mut entries)?;
     writer::write_tar(entries, w, &WriteOptions::default())?;
     Ok(())
 }
 
 fn write_oci(w: &mut dyn Write, e: &Export, tags: &[String], oci: bool) -> Result<()> {
-    let docs = e.image.documents(oci)?;
-    write_layout(w, e, &docs, tags, oci, Vec::new())
+    write_layout(w, e, &Tree::new(e, oci)?, tags, Vec::new())
 }
 
 /// A `docker load` archive: `manifest.json` (what Docker 20.10 reads) and
 /// an OCI layout (what Docker 25+ also reads), sharing one set of blobs.
 fn write_docker(w: &mut dyn Write, e: &Export, tags: &[String], oci: bool) -> Result<()> {
-    let docs = e.image.documents(oci)?;
+    let tree = Tree::new(e, oci)?;
+    let (Some(part), Some(docs)) = (e.parts.first(), tree.images.first()) else {
+        bail!("no image was built");
+    };
     let repo_tags: Vec<String> = tags
         .iter()
         .map(|t| familiar_name(&normalize_name(t)))
         .filter(|t| !t.contains('@'))
         .collect();
-    let layers: Vec<String> = e
+    let layers: Vec<String> = part
         .image
         .layers
         .iter()
@@ -453,7 +574,7 @@ fn write_docker(w: &mut dyn Write, e: &Export, tags: &[String], oci: bool) -> Re
         FileSource::Bytes(manifest),
         len,
     )];
-    write_layout(w, e, &docs, tags, oci, extra)
+    write_layout(w, e, &tree, tags, extra)
 }
 
 #[cfg(test)]

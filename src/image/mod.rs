@@ -12,6 +12,7 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// A stored layer blob.
@@ -144,4 +145,51 @@ impl Image {
         );
         Ok(Documents { config, manifest })
     }
+}
+
+/// The index of a multi-platform image: one manifest per image, each
+/// descriptor naming the platform its config gives (canonical JSON;
+/// oci-spec's type). With `oci` false, Docker's manifest list.
+pub fn index(
+    manifests: &[&Documents],
+    images: &[&Image],
+    oci: bool,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<Blob> {
+    let mut descs = Vec::new();
+    for (docs, image) in manifests.iter().zip(images) {
+        let mut d = descriptor(
+            docs.manifest.media_type,
+            docs.manifest.bytes.len() as u64,
+            &docs.manifest.digest,
+        )?;
+        let c = &image.config;
+        let mut p = oci_spec::image::PlatformBuilder::default()
+            .architecture(oci_spec::image::Arch::from(c.architecture.as_str()))
+            .os(oci_spec::image::Os::from(c.os.as_str()));
+        if let Some(v) = &c.variant {
+            p = p.variant(v.clone());
+        }
+        d.set_platform(Some(
+            p.build()
+                .map_err(|e| anyhow::anyhow!("cannot describe the platform: {e}"))?,
+        ));
+        descs.push(d);
+    }
+    let media_type = if oci { OCI_INDEX } else { DOCKER_MANIFEST_LIST };
+    let mut index = oci_spec::image::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(oci_spec::image::MediaType::from(media_type))
+        .manifests(descs)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot make the image index: {e}"))?;
+    if !annotations.is_empty() {
+        index.set_annotations(Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+    }
+    Ok(Blob::new(media_type, canonical::to_vec(&index)?))
 }

@@ -35,7 +35,8 @@ fn pulled(c: &Ctx, reference: &str) -> crate::image::ReadImage {
 
 /// Kamal 2.11's command line (lib/kamal/commands/builder/base.rb), as its
 /// shell hands it to `docker buildx build`, then Kamal 1.x's and early
-/// 2.x's, which say `--push`: each works with `kiln build` in its place,
+/// 2.x's, which say `--push`, and the multi-arch form (an index of two
+/// platforms): each works with `kiln build` in its place,
 /// the secret read from the environment as buildx reads it.
 #[test]
 fn kamal_build_command_lines_work_unchanged() {
@@ -55,6 +56,14 @@ fn kamal_build_command_lines_work_unchanged() {
             "--push",
             "--platform",
             "linux/amd64",
+            "--builder",
+            "kamal-app-multiarch",
+        ],
+        // `arch: [amd64, arm64]` in deploy.yml.
+        vec![
+            "--output=type=registry",
+            "--platform",
+            "linux/amd64,linux/arm64",
             "--builder",
             "kamal-app-multiarch",
         ],
@@ -92,6 +101,14 @@ fn kamal_build_command_lines_work_unchanged() {
             assert_eq!(img.config["config"]["Labels"]["service"], "app", "{r}");
             let files = crate::image::tar_files(img.layers.last().expect("layer"));
             assert_eq!(String::from_utf8_lossy(&files["ruby"]), "3.3.0\n");
+            let raw = Command::new("skopeo")
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{r}"))
+                .output()
+                .expect("skopeo");
+            let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("json");
+            let platforms = raw["manifests"].as_array().map_or(0, Vec::len);
+            assert_eq!(platforms, if i == 2 { 2 } else { 0 }, "{r}: {raw}");
         }
     }
 }

@@ -16,6 +16,7 @@ mod inputs;
 mod outputs;
 mod parse;
 mod plan;
+mod platforms;
 mod progress;
 pub mod proxy;
 mod readme;

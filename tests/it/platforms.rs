@@ -1,0 +1,347 @@
+//! Multi-platform builds (`--platform linux/amd64,linux/arm64`): an image
+//! per platform, built at once, and an index of them, pushed to a real
+//! registry and pulled and run by a real Docker daemon. The arm64 steps
+//! run Debian's busybox-static for arm64 through qemu-user-static's
+//! binfmt_misc emulator (scripts/test installs and registers both).
+
+use crate::image::{stderr, tar_files, Ctx};
+use crate::registry::Registry;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Debian's busybox-static for arm64, fetched by scripts/test.
+fn arm64_busybox() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-arm64");
+    assert!(
+        p.is_file(),
+        "{} is missing: scripts/test fetches it (Debian's busybox-static:arm64)",
+        p.display()
+    );
+    assert!(
+        std::path::Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists(),
+        "no arm64 emulator is registered: scripts/test installs qemu-user-static and registers it"
+    );
+    p
+}
+
+/// A context with busybox for both platforms (`busybox-amd64`,
+/// `busybox-arm64`) and this Dockerfile.
+fn two_arch(dockerfile: &str) -> Ctx {
+    let c = Ctx::new(dockerfile, &[]);
+    std::fs::copy("/bin/busybox", c.ctx().join("busybox-amd64"))
+        .expect("copying /bin/busybox (Debian's busybox-static)");
+    std::fs::copy(arm64_busybox(), c.ctx().join("busybox-arm64")).expect("busybox-arm64");
+    c
+}
+
+/// A base image for both platforms: busybox with its applets linked, the
+/// arm64 one installed by an emulated RUN.
+const BASE: &str = "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\n\
+                    ENV PATH=/bin\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+
+const BOTH: &str = "linux/amd64,linux/arm64";
+
+fn skopeo_raw(reference: &str, arch: Option<&str>) -> Value {
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("inspect").arg("--tls-verify=false");
+    match arch {
+        Some(a) => cmd.args(["--override-arch", a, "--config"]),
+        None => cmd.arg("--raw"),
+    };
+    let o = cmd
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo");
+    assert!(o.status.success(), "skopeo: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+/// The Kamal-style multi-platform push: both images build at once (the
+/// arm64 one emulated), each stage's steps show their platform, the
+/// registry gets an index whose manifests name their platforms and carry
+/// the annotations asked for, and Docker pulls and runs each platform's
+/// image. A rebuild is all cache hits with the same digest.
+#[test]
+fn a_multi_platform_push_is_an_index_docker_runs() {
+    let reg = Registry::start();
+    let base = two_arch(BASE);
+    let base_ref = format!("{}/mp/base:1", reg.addr);
+    let o = base.kiln(&["--platform", BOTH, "--push", "-t", &base_ref]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let app = Ctx::new(
+        &format!(
+            "FROM {base_ref} AS build\nARG TARGETPLATFORM BUILDPLATFORM\n\
+             RUN echo \"$TARGETPLATFORM on $(uname -m), built on $BUILDPLATFORM\" > /msg\n\
+             FROM {base_ref}\nCOPY --from=build /msg /msg\nCMD [\"cat\", \"/msg\"]\n"
+        ),
+        &[],
+    );
+    let app_ref = format!("{}/mp/app:1", reg.addr);
+    let meta = app.path("meta.json");
+    let args = [
+        "--progress=plain",
+        "--platform",
+        BOTH,
+        "--push",
+        "-t",
+        &app_ref,
+        "--label",
+        "service=app",
+        "--annotation",
+        "index:org.opencontainers.image.description=two platforms",
+        "--annotation",
+        "manifest[linux/arm64]:com.example.arm=yes",
+        "--metadata-file",
+        &meta.to_string_lossy(),
+    ];
+    let sde = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let o = app.kiln_env(&args, &sde);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    for p in ["linux/amd64", "linux/arm64"] {
+        assert!(err.contains(&format!("[{p} build 2/2] RUN echo")), "{err}");
+    }
+    assert!(err.contains("2 platforms"), "{err}");
+    let digest = crate::registry::metadata_digest(&meta);
+    let index = skopeo_raw(&app_ref, None);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.description"],
+        "two platforms"
+    );
+    let manifests = index["manifests"].as_array().expect("manifests");
+    let platforms: Vec<&str> = manifests
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(platforms, ["amd64", "arm64"]);
+    for m in manifests {
+        let arch = m["platform"]["architecture"].as_str().unwrap_or("");
+        let by_digest = format!(
+            "{}/mp/app@{}",
+            reg.addr,
+            m["digest"].as_str().expect("digest")
+        );
+        let manifest = skopeo_raw(&by_digest, None);
+        assert_eq!(
+            manifest["annotations"]["com.example.arm"].as_str(),
+            (arch == "arm64").then_some("yes"),
+            "{manifest}"
+        );
+        let config = skopeo_raw(&app_ref, Some(arch));
+        assert_eq!(config["architecture"], arch);
+        assert_eq!(config["config"]["Labels"]["service"], "app");
+    }
+    let d = crate::consumers::Dockerd::start();
+    for (platform, machine) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
+        // Docker names what it pulled by the index's digest.
+        let pulled = d.ok(&["pull", "--platform", platform, &app_ref]);
+        assert!(pulled.contains(&format!("Digest: {digest}")), "{pulled}");
+        let out = d.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--platform",
+            platform,
+            &app_ref,
+        ]);
+        assert_eq!(
+            out,
+            format!("{platform} on {machine}, built on linux/amd64\n")
+        );
+    }
+    let o = app.kiln_env(&args, &sde);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(" steps cached, 0 ran)"), "{err}");
+    assert_eq!(crate::registry::metadata_digest(&meta), digest);
+}
+
+/// Archives and directories of a multi-platform build: the OCI layout's
+/// index.json names the index (which skopeo copies whole), `type=local`
+/// and `type=tar` put each platform's files under `linux_amd64/` and
+/// `linux_arm64/` (or all in one with `platform-split=false`), `-q` and
+/// `--iidfile` give the index's digest, and with SOURCE_DATE_EPOCH two
+/// builds from empty stores are byte for byte the same.
+#[test]
+fn multi_platform_archives_and_directories() {
+    let c = Ctx::new(
+        "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}.txt /arch.txt\nCOPY common.txt /\n",
+        &[
+            ("amd64.txt", "x86\n"),
+            ("arm64.txt", "arm\n"),
+            ("common.txt", "both\n"),
+        ],
+    );
+    let oci = c.path("out.tar");
+    let fs = c.path("fs.tar");
+    let dir = c.path("dir");
+    let merged = c.path("merged");
+    let iid = c.path("iid");
+    let outputs = [
+        format!("type=oci,dest={}", oci.display()),
+        format!("type=tar,dest={}", fs.display()),
+        format!("type=local,dest={}", dir.display()),
+        format!("type=local,dest={},platform-split=false", merged.display()),
+    ];
+    let mut args = vec!["-q", "--platform", BOTH, "-t", "mp:1", "--iidfile"];
+    let iid_s = iid.to_string_lossy().into_owned();
+    args.push(&iid_s);
+    for o in &outputs {
+        args.extend(["-o", o.as_str()]);
+    }
+    let sde = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let o = c.kiln_env(&args, &sde);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(std::fs::read_to_string(&iid).expect("iidfile"), printed);
+
+    let layout = tar_files(&std::fs::read(&oci).expect("out.tar"));
+    let top: Value = serde_json::from_slice(&layout["index.json"]).expect("index.json");
+    let desc = &top["manifests"][0];
+    assert_eq!(top["manifests"].as_array().map(Vec::len), Some(1));
+    assert_eq!(desc["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(desc["digest"], printed.as_str());
+    assert_eq!(
+        desc["annotations"]["io.containerd.image.name"],
+        "docker.io/library/mp:1"
+    );
+    let blob = |d: &Value| -> Vec<u8> {
+        let name = format!("blobs/sha256/{}", &d.as_str().expect("digest")[7..]);
+        layout.get(&name).cloned().expect("blob in the layout")
+    };
+    let index: Value = serde_json::from_slice(&blob(&desc["digest"])).expect("index");
+    for (m, arch) in index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .zip(["amd64", "arm64"])
+    {
+        assert_eq!(
+            m["platform"],
+            serde_json::json!({"architecture": arch, "os": "linux"})
+        );
+        let manifest: Value = serde_json::from_slice(&blob(&m["digest"])).expect("manifest");
+        let config: Value =
+            serde_json::from_slice(&blob(&manifest["config"]["digest"])).expect("config");
+        assert_eq!(config["architecture"], arch);
+        assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+    }
+    // skopeo reads the layout and copies every platform's image.
+    let copied = c.path("copied");
+    let o = Command::new("skopeo")
+        .args(["copy", "--all"])
+        .arg(format!("oci-archive:{}:1", oci.display()))
+        .arg(format!("oci:{}:1", copied.display()))
+        .output()
+        .expect("skopeo");
+    assert!(o.status.success(), "skopeo copy: {}", stderr(&o));
+
+    let files = tar_files(&std::fs::read(&fs).expect("fs.tar"));
+    assert_eq!(files["linux_amd64/arch.txt"], b"x86\n");
+    assert_eq!(files["linux_arm64/arch.txt"], b"arm\n");
+    assert_eq!(files["linux_arm64/common.txt"], b"both\n");
+    for (p, want) in [("linux_amd64", "x86\n"), ("linux_arm64", "arm\n")] {
+        let got = std::fs::read_to_string(dir.join(p).join("arch.txt")).expect("arch.txt");
+        assert_eq!(got, want);
+    }
+    assert!(merged.join("common.txt").is_file() && !merged.join("linux_amd64").exists());
+
+    // The same inputs from an empty store: the same bytes.
+    std::fs::remove_dir_all(c.path("store")).expect("rm store");
+    let first = std::fs::read(&oci).expect("out.tar");
+    let o = c.kiln_env(&args, &sde);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&oci).expect("out.tar"), first);
+}
+
+/// What a multi-platform build cannot do is refused before it starts, as
+/// buildx refuses it: `--load` and `type=docker` (a docker archive holds
+/// no index); an index annotation needs an index.
+#[test]
+fn multi_platform_refusals_are_usage_errors() {
+    let c = Ctx::new("FROM scratch\nCOPY f /f\n", &[("f", "x")]);
+    let docker = format!("type=docker,dest={}", c.path("d.tar").display());
+    for (args, says) in [
+        (
+            vec!["--platform", BOTH, "--load"],
+            "--load takes one platform",
+        ),
+        (
+            vec!["--platform", BOTH, "-o", &docker],
+            "type=docker takes one platform",
+        ),
+        (
+            vec!["--annotation", "index:a=b"],
+            "a single-platform image has no index",
+        ),
+        (
+            vec!["--annotation", "layer:a=b"],
+            "kiln annotates `manifest` and `index`",
+        ),
+        (vec!["--platform", "linux/amd64,"], ""),
+    ] {
+        let o = c.kiln(&args);
+        if says.is_empty() {
+            // A trailing comma is no second platform.
+            assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// The first failure stops the other platform's build: the arm64 step
+/// fails while the amd64 one sleeps, and the build ends at once with the
+/// arm64 step's error, its platform shown.
+#[test]
+fn a_failing_platform_stops_the_others() {
+    let c = two_arch(&format!(
+        "{BASE}RUN if [ \"$(uname -m)\" = aarch64 ]; then echo arm fails; exit 7; fi; sleep 40\n"
+    ));
+    let started = std::time::Instant::now();
+    let o = c.kiln(&["--progress=plain", "--platform", BOTH]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the amd64 step was not stopped: {err}"
+    );
+    assert!(err.contains("exit code: 7"), "{err}");
+    assert!(err.contains("arm fails"), "{err}");
+    assert!(err.contains("[linux/arm64 stage-0 4/4] RUN if"), "{err}");
+    assert!(!err.contains("cancelled: another stage failed"), "{err}");
+}
+
+/// A program the kernel cannot execute gets advice from what binfmt_misc
+/// has registered: here the arm64 emulator is, so the file is at fault.
+#[test]
+fn a_program_for_no_machine_gets_a_hint() {
+    arm64_busybox();
+    let c = Ctx::new("FROM scratch\nCOPY sh /bin/sh\nRUN true\n", &[]);
+    // An ELF header for a machine nothing runs (e_machine 0x1234).
+    let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+    elf.resize(16, 0);
+    elf.extend([2, 0, 0x34, 0x12, 1, 0, 0, 0]);
+    elf.resize(64, 0);
+    std::fs::write(c.ctx().join("sh"), elf).expect("sh");
+    std::fs::set_permissions(
+        c.ctx().join("sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let o = c.kiln(&["--platform", "linux/arm64"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("Exec format error"), "{err}");
+    assert!(
+        err.contains("hint: an emulator for linux/arm64 is registered (/proc/sys/fs/binfmt_misc/qemu-aarch64)"),
+        "{err}"
+    );
+}
