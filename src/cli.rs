@@ -23,6 +23,50 @@ pub struct Cli {
     pub insecure_registries: Vec<String>,
 }
 
+/// The topics `kiln --help` lists the commands under, in order.
+const COMMAND_TOPICS: &[(&str, &[&str])] = &[
+    ("Build", &["build", "check"]),
+    (
+        "Images and registries",
+        &["pull", "push", "inspect", "images", "login", "logout"],
+    ),
+    ("The store and its cache", &["du", "prune"]),
+    ("Shell", &["completion", "help"]),
+];
+
+impl Cli {
+    /// The command line, with `kiln --help` listing the commands by topic
+    /// (clap lists them in one block).
+    pub fn command_by_topic() -> clap::Command {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let mut text = String::from("{about-with-newline}\n{usage-heading} {usage}\n");
+        for (topic, names) in COMMAND_TOPICS {
+            text.push_str(&format!("\n{topic}:\n"));
+            for name in *names {
+                // Its first sentence: one line each.
+                let about = match cmd.find_subcommand(name).and_then(|c| c.get_about()) {
+                    Some(a) => {
+                        let a = a.to_string();
+                        a.split_once(". ")
+                            .map_or(a.clone(), |(first, _)| first.to_string())
+                    }
+                    None => "Print this message or the help of the given command".to_string(),
+                };
+                text.push_str(&format!("  {name:<12}{about}\n"));
+            }
+        }
+        text.push_str("\nOptions:\n{options}{after-help}");
+        cmd.help_template(text)
+    }
+
+    /// Parses the process's arguments (exits on errors and `--help`, as
+    /// clap does).
+    pub fn parse_by_topic() -> Cli {
+        let matches = Cli::command_by_topic().get_matches();
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile and a context directory.
@@ -593,6 +637,34 @@ impl BuildArgs {
 
 #[cfg(test)]
 mod tests {
+    /// Every command is under a topic in `kiln --help`, once.
+    #[test]
+    fn help_lists_every_command_by_topic() {
+        let cmd = <super::Cli as clap::CommandFactory>::command();
+        let listed: Vec<&str> = super::COMMAND_TOPICS
+            .iter()
+            .flat_map(|(_, names)| names.iter().copied())
+            .collect();
+        for sub in cmd.get_subcommands() {
+            let n = sub.get_name();
+            assert_eq!(listed.iter().filter(|l| **l == n).count(), 1, "{n}");
+        }
+        assert_eq!(
+            listed.len(),
+            cmd.get_subcommands().count() + 1,
+            "{listed:?}"
+        );
+        let help = super::Cli::command_by_topic().render_help().to_string();
+        for (topic, _) in super::COMMAND_TOPICS {
+            assert!(help.contains(&format!("\n{topic}:\n")), "{help}");
+        }
+        assert!(
+            help.contains("  build       Build an image from a Dockerfile"),
+            "{help}"
+        );
+        assert!(help.contains("--insecure-registry"), "{help}");
+    }
+
     use super::*;
 
     #[test]

@@ -1,6 +1,5 @@
 //! The `kiln` binary: parse the command line and dispatch.
 
-use clap::Parser;
 use kiln::cli::{Cli, Command};
 use kiln::cmd;
 
@@ -16,7 +15,7 @@ fn main() {
     // own.
     kiln::userns::maybe_enter();
     kiln::snapshot::overlay::init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_by_topic();
     match kiln::registry::configured_insecure() {
         Ok(mut insecure) => {
             insecure.extend(cli.insecure_registries.iter().cloned());

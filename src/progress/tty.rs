@@ -182,6 +182,10 @@ impl Sink for Tty {
                     let b = self.mp.add(ProgressBar::new(*total));
                     b.set_style(self.blob_style());
                     b.set_prefix(format!("{} {}", action.verb(), short(id)));
+                    // Redrawn on a timer too: an update the draw-rate
+                    // limit skipped is shown even if the network then
+                    // stalls (no later update would draw it).
+                    b.enable_steady_tick(std::time::Duration::from_millis(200));
                     b
                 });
                 bar.set_length(*total);

@@ -401,4 +401,19 @@ fn completion_scripts_and_grouped_help() {
     ] {
         assert!(help.contains(heading), "no {heading} in:\n{help}");
     }
+    // `kiln --help`: the commands by topic.
+    let o = Command::new(crate::util::kiln_bin())
+        .arg("--help")
+        .output()
+        .expect("kiln");
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{help}");
+    let build = help.find("\nBuild:\n  build ").expect("Build topic");
+    let images = help
+        .find("\nImages and registries:\n  pull ")
+        .expect("images topic");
+    let store = help
+        .find("\nThe store and its cache:\n  du ")
+        .expect("store topic");
+    assert!(build < images && images < store, "{help}");
 }

@@ -240,3 +240,53 @@ fn pulls_show_their_blobs_on_a_terminal() {
     assert!(end.contains("EXIT=0"), "{end}");
     assert!(end.contains("✔ pulled sha256:"), "{end}");
 }
+
+/// A transfer in progress shows its byte bar: a slow network (the fault
+/// proxy stops for 4 s after the first MiB of each blob) holds a pull of
+/// a 3 MiB layer mid-way, where the screen shows the blob's bar with the
+/// bytes so far of its size; it ends as one `✔ pulled` line.
+#[test]
+fn a_slow_pull_shows_its_byte_bar() {
+    use crate::proxy::{Fault, FaultProxy};
+    let reg = crate::registry::Registry::start();
+    let mut rng = crate::util::Lcg(7);
+    // Random bytes: gzip leaves the layer about as big.
+    let data: Vec<u8> = (0..3 << 20).map(|_| rng.next() as u8).collect();
+    let b = Ctx::new("FROM scratch\nCOPY big.bin /\n", &[]);
+    std::fs::write(b.ctx().join("big.bin"), &data).expect("big.bin");
+    b.build_oci(&["-t", "big:v1"]);
+    reg.push_archive(&b.path("out.tar"), "v1", "tty/big:v1");
+    let proxy = FaultProxy::start(&reg.addr, |r| {
+        if r.method == "GET" && r.path().contains("/blobs/") {
+            Fault::Stall(1 << 20, Duration::from_secs(4))
+        } else {
+            Fault::Pass
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Tmux::start(
+        &format!(
+            "{} pull --cache-dir {} {}/tty/big:v1",
+            crate::util::kiln_bin().display(),
+            dir.path().join("store").display(),
+            proxy.addr
+        ),
+        &[],
+    );
+    // Stopped at 1 MiB of 3, for 4 s: a third of the bar.
+    let mid = t.wait_for("[========", 30);
+    let bar = mid
+        .lines()
+        .find(|l| l.contains("MiB/"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(bar.contains("pulling sha256:"), "{mid}");
+    assert!(
+        bar.contains(" MiB/3.00 MiB") && bar.contains(">   "),
+        "{mid}"
+    );
+    let end = t.wait_for("EXIT=", 30);
+    assert!(end.contains("EXIT=0"), "{end}");
+    assert!(end.contains("✔ pulled sha256:"), "{end}");
+    assert!(!end.contains("MiB/"), "the bar stayed:\n{end}");
+}

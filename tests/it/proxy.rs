@@ -132,6 +132,10 @@ pub enum Fault {
     /// as the server said) but only the first N bytes of the body as sent
     /// (chunk framing included), then close. A shorter body passes whole.
     CutResponse(usize),
+    /// Forward, but after the first N bytes of the response body stop for
+    /// this long, then send the rest (a slow network, for watching a
+    /// transfer's progress).
+    Stall(usize, Duration),
 }
 
 impl Fault {
@@ -154,6 +158,7 @@ impl std::fmt::Display for Fault {
             Fault::Drop => write!(f, "drop"),
             Fault::CutRequest(n) => write!(f, "cut-request {n}"),
             Fault::CutResponse(n) => write!(f, "cut-response {n}"),
+            Fault::Stall(n, d) => write!(f, "stall {n} {d:?}"),
         }
     }
 }
@@ -428,7 +433,7 @@ fn handle(
             shared.update(i, |e| e.status = Some(*status));
             return Ok(keep);
         }
-        Fault::Pass | Fault::CutRequest(_) | Fault::CutResponse(_) => {}
+        Fault::Pass | Fault::CutRequest(_) | Fault::CutResponse(_) | Fault::Stall(..) => {}
     }
     let mut up = match TcpStream::connect(&shared.upstream) {
         Ok(up) => up,
@@ -503,7 +508,17 @@ fn handle(
         Fault::CutResponse(n) => Some(*n as u64),
         _ => None,
     };
-    let (returned, cut) = copy_body(&mut upr, client, rframing, limit)?;
+    let (returned, cut) = match fault {
+        Fault::Stall(n, d) => {
+            let mut w = Staller {
+                w: client,
+                left: *n,
+                pause: Some(*d),
+            };
+            copy_body(&mut upr, &mut w, rframing, limit)?
+        }
+        _ => copy_body(&mut upr, client, rframing, limit)?,
+    };
     shared.update(i, |e| e.returned = returned);
     Ok(keep && !cut)
 }
@@ -544,7 +559,7 @@ fn connect(
             let _ = client.shutdown(Shutdown::Both);
             return;
         }
-        Fault::Pass => (None, None),
+        Fault::Pass | Fault::Stall(..) => (None, None),
         Fault::CutRequest(n) => (Some(*n as u64), None),
         Fault::CutResponse(n) => (None, Some(*n as u64)),
     };
@@ -782,6 +797,35 @@ fn parse_request(lines: &[String], n: usize) -> Option<Request> {
 }
 
 /// A writer that passes on at most `left` bytes.
+/// Passes bytes on, stopping once for `pause` after the first `left`.
+struct Staller<'a, W: Write> {
+    w: &'a mut W,
+    left: usize,
+    pause: Option<Duration>,
+}
+
+impl<W: Write> Write for Staller<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(d) = self.pause {
+            if self.left == 0 {
+                self.w.flush()?;
+                std::thread::sleep(d);
+                self.pause = None;
+            } else {
+                let k = self.left.min(buf.len());
+                self.w.write_all(&buf[..k])?;
+                self.left -= k;
+                return Ok(k);
+            }
+        }
+        self.w.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
 struct Budget<'a, W: Write> {
     w: &'a mut W,
     left: Option<u64>,
