@@ -625,8 +625,21 @@ pub fn manifest_and_config(
             }
         }
     };
-    let manifest: serde_json::Value = serde_json::from_slice(&store.read(&digest)?)
+    let mut digest = digest;
+    let mut manifest: serde_json::Value = serde_json::from_slice(&store.read(&digest)?)
         .with_context(|| format!("{reference}: the manifest is not JSON"))?;
+    // A multi-platform image kiln built: its index names the platform's
+    // manifest.
+    if manifest["manifests"].is_array() {
+        let index: oci_spec::image::ImageIndex = serde_json::from_value(manifest)
+            .with_context(|| format!("{reference}: the index is not valid"))?;
+        digest = pick_platform(&index, platform)
+            .with_context(|| reference.to_string())?
+            .digest()
+            .to_string();
+        manifest = serde_json::from_slice(&store.read(&digest)?)
+            .with_context(|| format!("{reference}: the manifest is not JSON"))?;
+    }
     let cfg = manifest["config"]["digest"]
         .as_str()
         .unwrap_or("")

@@ -185,19 +185,7 @@ pub fn images(args: &DuArgs) -> Result<i32, Failure> {
             Some(n) => ("built", n.to_string()),
             None => ("pulled", name),
         };
-        let size: u64 = store
-            .read(&digest)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .map(|m| {
-                m["layers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|l| l["size"].as_u64())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let size = stored_size(&store, &digest, 0);
         println!(
             "{name:<60} {from:<8} {:<20} {:>10}",
             crate::progress::short(&digest),
@@ -205,4 +193,31 @@ pub fn images(args: &DuArgs) -> Result<i32, Failure> {
         );
     }
     Ok(0)
+}
+
+/// The bytes of an image's layers as its manifest gives them; for an
+/// index, of every platform's image (as much as the store holds).
+fn stored_size(store: &Store, digest: &str, depth: usize) -> u64 {
+    let Some(doc) = store
+        .read(digest)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return 0;
+    };
+    let sizes = |key: &str| -> Vec<Value> { doc[key].as_array().cloned().unwrap_or_default() };
+    let layers: u64 = sizes("layers")
+        .iter()
+        .filter_map(|l| l["size"].as_u64())
+        .sum();
+    let nested: u64 = if depth < 2 {
+        sizes("manifests")
+            .iter()
+            .filter_map(|m| m["digest"].as_str())
+            .map(|d| stored_size(store, d, depth + 1))
+            .sum()
+    } else {
+        0
+    };
+    layers + nested
 }

@@ -252,6 +252,32 @@ fn multi_platform_archives_and_directories() {
     }
     assert!(merged.join("common.txt").is_file() && !merged.join("linux_amd64").exists());
 
+    // The store knows the index by its -t name: `kiln inspect` picks a
+    // platform's image from it, `kiln images` sizes both.
+    let kiln = |args: &[&str]| {
+        let o = Command::new(crate::util::kiln_bin())
+            .args(args)
+            .arg("--cache-dir")
+            .arg(c.path("store"))
+            .output()
+            .expect("kiln");
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let arm: Value = serde_json::from_str(&kiln(&["inspect", "--platform", "linux/arm64", "mp:1"]))
+        .expect("json");
+    assert_eq!(arm["platform"], "linux/arm64");
+    assert_eq!(arm["digest"], index["manifests"][1]["digest"]);
+    let images = kiln(&["images"]);
+    let line = images
+        .lines()
+        .find(|l| l.starts_with("docker.io/library/mp:1 "))
+        .unwrap_or_else(|| panic!("{images}"));
+    assert!(
+        line.contains(" built ") && !line.ends_with(" 0B"),
+        "{images}"
+    );
+
     // The same inputs from an empty store: the same bytes.
     std::fs::remove_dir_all(c.path("store")).expect("rm store");
     let first = std::fs::read(&oci).expect("out.tar");
