@@ -214,6 +214,10 @@ pub struct Selection {
     hasher: Sha256,
     /// `(name, record)`: what each selected path contributed.
     pub files: Vec<(String, String)>,
+    /// The first name of each file with several links (by device and
+    /// inode): a later name of it is recorded as a link to that one (COPY
+    /// keeps hardlinks, so `ln -f a b` changes the result).
+    links: HashMap<(u64, u64), String>,
 }
 
 impl Default for Selection {
@@ -227,6 +231,7 @@ impl Selection {
         Selection {
             hasher: Sha256::new(),
             files: Vec::new(),
+            links: HashMap::new(),
         }
     }
 
@@ -242,7 +247,18 @@ impl Selection {
         cache: &StatCache,
     ) -> io::Result<()> {
         let ft = meta.file_type();
-        let what = if ft.is_file() {
+        let first_name = if ft.is_file() && meta.nlink() > 1 {
+            let first = self
+                .links
+                .entry((meta.dev(), meta.ino()))
+                .or_insert_with(|| name.to_string());
+            (first != name).then(|| first.clone())
+        } else {
+            None
+        };
+        let what = if let Some(first) = first_name {
+            format!("hardlink {first}")
+        } else if ft.is_file() {
             format!("file {}", cache.file_digest(rel, host, meta)?)
         } else if ft.is_dir() {
             "dir".to_string()
@@ -350,6 +366,24 @@ mod tests {
             s.add(n, n, &p, &m, cache).expect("add");
         }
         s.finish()
+    }
+
+    /// Two names of one file copy as a hardlink, two files with the same
+    /// contents as two files: the checksum tells them apart.
+    #[test]
+    fn hardlinks_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        fs::write(d.join("a"), "same").expect("write");
+        fs::write(d.join("b"), "same").expect("write");
+        let cache = StatCache::in_memory();
+        let (copies, _) = sel(d, &["a", "b"], &cache);
+        fs::remove_file(d.join("b")).expect("rm");
+        fs::hard_link(d.join("a"), d.join("b")).expect("ln");
+        let (linked, files) = sel(d, &["a", "b"], &cache);
+        assert_ne!(linked, copies);
+        assert!(files[1].1.starts_with("hardlink a "), "{files:?}");
+        assert!(files[0].1.starts_with("file "), "{files:?}");
     }
 
     #[test]

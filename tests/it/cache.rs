@@ -602,3 +602,38 @@ fn sources_changing_during_a_step_are_not_cached() {
     // The COPY of bin/ may be new; the COPY of live.txt is not cached.
     assert!(after <= before.max(1), "{before} -> {after} entries");
 }
+
+/// Linking two files that had the same contents (`ln -f a b`) changes
+/// what COPY makes (one file and a hardlink to it), so it is a miss that
+/// says so, not a stale hit that still gives two files.
+#[test]
+fn a_new_hardlink_is_a_miss() {
+    let c = Ctx::new(
+        "FROM scratch\nCOPY d /d\n",
+        &[("d/a", "same\n"), ("d/b", "same\n")],
+    );
+    let img = c.build_oci(&[]);
+    let kinds = |img: &crate::image::ReadImage| -> Vec<String> {
+        crate::image::listing(&img.layers[0])
+            .iter()
+            .map(|l| l.split('\t').take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(kinds(&img), ["d/ dir", "d/a file", "d/b file"]);
+    std::fs::remove_file(c.ctx().join("d/b")).expect("rm");
+    std::fs::hard_link(c.ctx().join("d/a"), c.ctx().join("d/b")).expect("ln");
+    let out = c.path("out.tar");
+    let o = c.kiln(&[
+        "--progress=plain",
+        "-o",
+        &format!("type=oci,dest={}", out.display()),
+    ]);
+    assert!(o.status.success(), "{}", crate::image::stderr(&o));
+    assert!(
+        crate::image::stderr(&o).contains("cache miss: 1 file changed: d/b"),
+        "{}",
+        crate::image::stderr(&o)
+    );
+    let img = crate::image::read_oci(&std::fs::read(&out).expect("out.tar"));
+    assert_eq!(kinds(&img), ["d/ dir", "d/a file", "d/b hardlink"]);
+}
