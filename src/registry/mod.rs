@@ -831,6 +831,13 @@ impl Client {
         if store.has(digest) {
             return Ok(store.blob_path(digest)?);
         }
+        // One download of a blob at a time (the builds of several
+        // platforms often share a base's blobs, and so do concurrent
+        // builds): whoever waited finds it in the store.
+        let _lock = store.cache_lock(digest)?;
+        if store.has(digest) {
+            return Ok(store.blob_path(digest)?);
+        }
         let url = format!("{}/blobs/{digest}", self.repo_url());
         let mut attempt = 0;
         let (tmp, mut inner, actual, got) = loop {

@@ -371,3 +371,62 @@ fn a_program_for_no_machine_gets_a_hint() {
         "{err}"
     );
 }
+
+/// The cross-compiling pattern: a stage `FROM --platform=$BUILDPLATFORM`
+/// an image runs natively, once (both platforms' builds need the same
+/// step, and one waits for the other's), and each platform's image
+/// copies from it; `FROM --platform=…` of another stage keeps that
+/// stage's platform, as in BuildKit.
+#[test]
+fn build_platform_stages_run_once_natively() {
+    let reg = Registry::start();
+    let base = two_arch(BASE);
+    let base_ref = format!("{}/mp/base:1", reg.addr);
+    let o = base.kiln(&["--platform", BOTH, "--push", "-t", &base_ref]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = Ctx::new(
+        &format!(
+            "FROM --platform=$BUILDPLATFORM {base_ref} AS build\n\
+             RUN uname -m > /built-on\n\
+             FROM {base_ref} AS native\n\
+             FROM --platform=$BUILDPLATFORM native AS still-target\n\
+             RUN uname -m > /machine\n\
+             FROM {base_ref}\nARG TARGETPLATFORM\n\
+             COPY --from=build /built-on /\nCOPY --from=still-target /machine /\n\
+             RUN echo \"$TARGETPLATFORM on $(uname -m): built on $(cat /built-on), stage on $(cat /machine)\" > /msg\n"
+        ),
+        &[],
+    );
+    let dir = c.path("out");
+    let o = c.kiln(&[
+        "--progress=plain",
+        "--platform",
+        BOTH,
+        "-o",
+        &format!("type=local,dest={}", dir.display()),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    for (p, m) in [("linux_amd64", "x86_64"), ("linux_arm64", "aarch64")] {
+        let msg = std::fs::read_to_string(dir.join(p).join("msg")).expect("msg");
+        let platform = p.replace('_', "/");
+        assert_eq!(
+            msg,
+            format!("{platform} on {m}: built on x86_64, stage on {m}\n")
+        );
+    }
+    // Both builds show the step; one ran it, the other waited and took
+    // its result.
+    let number = |platform: &str| {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("[{platform} build 2/2] RUN uname")))
+            .unwrap_or_else(|| panic!("{err}"));
+        line.split(' ').next().unwrap_or_default().to_string()
+    };
+    let cached = ["linux/amd64", "linux/arm64"]
+        .iter()
+        .filter(|p| err.contains(&format!("{} CACHED", number(p))))
+        .count();
+    assert_eq!(cached, 1, "{err}");
+}
