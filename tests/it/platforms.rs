@@ -430,3 +430,32 @@ fn build_platform_stages_run_once_natively() {
         .count();
     assert_eq!(cached, 1, "{err}");
 }
+
+/// A rootless multi-platform build (emulated steps inside the user
+/// namespace) gives the same index, byte for byte, as root's.
+#[test]
+fn rootless_multi_platform_matches_root() {
+    let c = two_arch(&format!("{BASE}RUN uname -m > /machine\n"));
+    let user = crate::run::rootless_user();
+    let (o0, b0, o1, b1, _tmp) =
+        crate::run::root_and_rootless_with(&c, user, &["--platform", BOTH]);
+    assert!(o0.status.success(), "root: {}", stderr(&o0));
+    assert!(o1.status.success(), "rootless: {}", stderr(&o1));
+    assert_eq!(o0.stdout, o1.stdout, "the index digests differ");
+    assert!(String::from_utf8_lossy(&o1.stdout).starts_with("sha256:"));
+    assert!(b0 == b1, "the OCI archives differ");
+    let layout = tar_files(&b1);
+    let machines: Vec<String> = layout
+        .iter()
+        // Layers are the gzip blobs.
+        .filter(|(k, v)| k.starts_with("blobs/") && v.starts_with(&[0x1f, 0x8b]))
+        .filter_map(|(_, v)| {
+            let tar = crate::image::decompress(v, "application/vnd.oci.image.layer.v1.tar+gzip");
+            tar_files(&tar)
+                .get("machine")
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+        })
+        .collect();
+    assert_eq!(machines.len(), 2, "{machines:?}");
+    assert!(machines.contains(&"aarch64\n".to_string()), "{machines:?}");
+}

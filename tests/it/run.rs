@@ -491,7 +491,7 @@ fn a_step_over_many_layers() {
 
 /// An unprivileged user with subordinate ids in /etc/subuid and
 /// /etc/subgid (made here when missing, as `useradd` makes them).
-fn rootless_user() -> (u32, u32) {
+pub fn rootless_user() -> (u32, u32) {
     const NAME: &str = "kiln-rootless";
     let id = |flag: &str| {
         std::process::Command::new("id")
@@ -539,7 +539,22 @@ fn rootless_user() -> (u32, u32) {
 /// SOURCE_DATE_EPOCH set; returns both outputs.
 fn root_and_rootless(
     c: &Ctx,
+    user: (u32, u32),
+) -> (
+    std::process::Output,
+    Vec<u8>,
+    std::process::Output,
+    Vec<u8>,
+    tempfile::TempDir,
+) {
+    root_and_rootless_with(c, user, &[])
+}
+
+/// As [`root_and_rootless`], with more `kiln build` arguments.
+pub fn root_and_rootless_with(
+    c: &Ctx,
     (uid, gid): (u32, u32),
+    extra: &[&str],
 ) -> (
     std::process::Output,
     Vec<u8>,
@@ -583,6 +598,7 @@ fn root_and_rootless(
             .arg(tmp.path().join(if rootless { "s1" } else { "s0" }))
             .arg("-o")
             .arg(format!("type=oci,dest={}", out.display()))
+            .args(extra)
             .arg(&work)
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .env("HOME", tmp.path())
