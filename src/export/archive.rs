@@ -53,6 +53,8 @@ pub fn copy_dir(from: &Path, dest: &Path) -> Result<()> {
         devices: true,
         overlay: false,
     };
+    // The applier reads the stream to its end, so the writer never finds
+    // the pipe closed early.
     let applied = crate::layer::apply::apply(reader, dest, "", &opts)
         .with_context(|| format!("cannot write {}", dest.display()));
     let written = producer

@@ -363,6 +363,11 @@ pub fn apply<R: Read>(
             Some(Ok(mut entry)) => ap.entry(&mut entry)?,
         }
     }
+    // The tar reader stops at the first end-of-archive block; the rest
+    // (the second block, a record's padding) is read too, so that a
+    // writer on the other end of a pipe is never cut off mid-write (a
+    // broken pipe, under load, in `type=local` exports).
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(ApplyError::Archive)?;
     ap.finish()?;
     Ok(ap.stats)
 }

@@ -929,3 +929,18 @@ fn overlay_mode_keeps_whiteouts_in_overlay_form() {
     assert_eq!(stats.skipped_xattrs, 1);
     sb.assert_contained();
 }
+
+/// The applier reads its stream to the end, past the first end-of-archive
+/// block the tar reader stops at (the second block, a record's padding):
+/// a writer on the other end of a pipe must not be cut off.
+#[test]
+fn reads_the_stream_to_its_end() {
+    let s = sandbox();
+    let mut bytes = small_tar();
+    // A GNU tar record: padded with zeros to 10 KiB.
+    bytes.resize(10240, 0);
+    let mut r = &bytes[..];
+    apply(&mut r, &s.root, "", &add()).expect("apply");
+    assert!(r.is_empty(), "{} bytes left unread", r.len());
+    assert_eq!(fs::read(s.p("hello.txt")).expect("hello"), b"hello\n");
+}

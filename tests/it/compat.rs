@@ -202,9 +202,7 @@ fn load_into_docker() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("loaded into docker"), "{}", stderr(&o));
-    let out = d.ok(&[
-        "run",
-        "--rm",
+    let out = d.run(&[
         "--network=host",
         "kiln-load-test:1",
         "/bin/busybox",

@@ -84,6 +84,25 @@ impl Dockerd {
             .expect("running docker")
     }
 
+    /// `docker run ARGS`, returning the container's stdout: run detached,
+    /// waited for, and read back from its log, since an attached
+    /// `docker run --rm` can lose a short-lived container's output when
+    /// the machine is loaded. The container must exit 0.
+    pub fn run(&self, args: &[&str]) -> String {
+        let mut all = vec!["run", "-d"];
+        all.extend_from_slice(args);
+        let id = self.ok(&all).trim().to_string();
+        let code = self.ok(&["wait", &id]).trim().to_string();
+        let logs = self.docker(&["logs", &id]);
+        let _ = self.docker(&["rm", "-f", &id]);
+        assert!(
+            code == "0" && logs.status.success(),
+            "docker run {args:?} exited {code}: {}",
+            stderr(&logs)
+        );
+        String::from_utf8_lossy(&logs.stdout).into_owned()
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.docker(args);
         assert!(o.status.success(), "docker {args:?} failed: {}", stderr(&o));
@@ -144,7 +163,7 @@ fn docker_loads_runs_and_inspects_the_image() {
     let d = Dockerd::start();
     let loaded = d.ok(&["load", "-i", &out.to_string_lossy()]);
     assert!(loaded.contains("kiln-test/app:1.0"), "{loaded}");
-    let run = d.ok(&["run", "--rm", "--network", "host", "kiln-test/app:1.0"]);
+    let run = d.run(&["--network", "host", "kiln-test/app:1.0"]);
     assert_eq!(
         run,
         "hi from kiln\nhello world\n0:0 755\n1000:1001 644\n/app\n"

@@ -870,7 +870,7 @@ fn push_on_debian_then_docker_pull_and_run() {
     ]);
     assert!(digests.contains(&digest), "{digests} vs {digest}");
     let t = Instant::now();
-    let out = d.ok(&["run", "--rm", "--network", "host", &app_ref]);
+    let out = d.run(&["--network", "host", &app_ref]);
     eprintln!("debian: docker run: {:.1}s", t.elapsed().as_secs_f64());
 
     let pkgs = std::fs::read_to_string(cached("packages")).expect("the cached package list");
@@ -901,9 +901,7 @@ fn push_on_debian_then_docker_pull_and_run() {
     );
     assert_eq!(out, want, "the probe's output");
     let t = Instant::now();
-    let verify = d.ok(&[
-        "run",
-        "--rm",
+    let verify = d.run(&[
         "--network",
         "host",
         "--user",
@@ -1025,6 +1023,6 @@ fn run_apt_get_install_on_debian() {
     assert!(o.status.success(), "{}", stderr(&o));
     let d = Dockerd::start();
     d.ok(&["pull", &app_ref]);
-    let out = d.ok(&["run", "--rm", "--network", "host", &app_ref]);
+    let out = d.run(&["--network", "host", &app_ref]);
     assert_eq!(out, "Hello, world!\napp\nkiln\n");
 }

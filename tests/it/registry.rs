@@ -705,7 +705,7 @@ fn push_then_docker_pull_and_run() {
         serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).expect("json");
     let d = crate::consumers::Dockerd::start();
     d.ok(&["pull", &app_ref]);
-    let out = d.ok(&["run", "--rm", "--network", "host", &app_ref]);
+    let out = d.run(&["--network", "host", &app_ref]);
     assert_eq!(out, "pushed by kiln\n");
     let digests = d.ok(&[
         "image",
