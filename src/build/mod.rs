@@ -166,9 +166,11 @@ pub fn build(
         target.view.materialize(store)?;
     }
     let mut config = target.config;
-    // An image without history (only ONBUILD, say) has no time, as in
-    // BuildKit.
-    config.created = (!config.history.is_empty()).then_some(created);
+    history_times(&mut config.history, &created);
+    // The image's time is its last history entry's (so an image rebuilt
+    // from the cache is the same image); an image without history (only
+    // ONBUILD, say) has none, as in BuildKit.
+    config.created = config.history.last().and_then(|h| h.created.clone());
     config.rootfs.diff_ids = target.layers.iter().map(|l| l.diff_id.clone()).collect();
     Ok((
         Built {
@@ -216,6 +218,39 @@ pub fn build_platforms(
     match cancelled {
         Some(e) => Err(e),
         None => Ok(built),
+    }
+}
+
+/// Gives the history entries of metadata steps (which have no time yet)
+/// times as BuildKit's exporter does: the time of the first layer made
+/// after them, or of the layer before them, or, when no entry has a
+/// time, `now`.
+fn history_times(history: &mut [History], now: &str) {
+    // The first timed entry after an untimed one, else the last timed.
+    let mut fill: Option<String> = None;
+    let mut untimed = false;
+    for h in history.iter() {
+        match &h.created {
+            Some(t) => {
+                fill = Some(t.clone());
+                if untimed {
+                    break;
+                }
+            }
+            None => untimed = true,
+        }
+    }
+    let mut fill = fill.unwrap_or_else(|| now.to_string());
+    let mut untimed = false;
+    for h in history.iter_mut() {
+        match &h.created {
+            Some(t) if untimed => fill = t.clone(),
+            Some(_) => {}
+            None => {
+                untimed = true;
+                h.created = Some(fill.clone());
+            }
+        }
     }
 }
 
@@ -345,10 +380,20 @@ fn run_step(
     step: &Step,
     state: &mut StageState,
     sh: &solve::Shared,
-    cached: Option<LayerBlob>,
+    cached: Option<(LayerBlob, i64)>,
     at: &solve::At,
 ) -> Result<Option<LayerBlob>> {
-    let (opts, store, created) = (sh.opts, sh.store, sh.created.as_str());
+    let (opts, store) = (sh.opts, sh.store);
+    // A layer's history shows when it was made: now, or when the cached
+    // layer was (with SOURCE_DATE_EPOCH, that time always). Metadata
+    // steps get theirs when the image is finished (see `history_times`).
+    let made_at = match (&cached, opts.source_date_epoch) {
+        (Some((_, t)), None) => crate::image::config::rfc3339(*t, 0),
+        _ => sh.created.clone(),
+    };
+    let created = made_at.as_str();
+    let meta_time = opts.source_date_epoch.map(|_| created);
+    let cached = cached.map(|(l, _)| l);
     let made = match &step.op {
         Op::Run { argv, args, .. } => {
             let (layer, text) = match cached {
@@ -358,7 +403,7 @@ fn run_step(
                 }
                 None => run::run(&step.op, state, sh, at)?,
             };
-            push_history(state, created, text, Some(layer.clone()))?;
+            push_history(state, Some(created), text, Some(layer.clone()))?;
             Some(layer)
         }
         Op::Copy(c) => {
@@ -369,7 +414,7 @@ fn run_step(
                 }
                 None => run_copy(c, state, sh)?,
             };
-            push_history(state, created, copy_history(c), Some(layer.clone()))?;
+            push_history(state, Some(created), copy_history(c), Some(layer.clone()))?;
             Some(layer)
         }
         Op::Workdir { path } => {
@@ -401,7 +446,7 @@ fn run_step(
             };
             push_history(
                 state,
-                created,
+                Some(created),
                 text.unwrap_or_default(),
                 Some(layer.clone()),
             )?;
@@ -423,7 +468,7 @@ fn run_step(
                         cb.push_str(&decl);
                     }
                 }
-                _ => push_history(state, created, format!("ARG {decl}"), None)?,
+                _ => push_history(state, meta_time, format!("ARG {decl}"), None)?,
             }
             state.last_arg_line = Some(step.line);
             return Ok(None);
@@ -431,7 +476,7 @@ fn run_step(
         op => {
             let text = meta::apply(op, &mut state.config, &mut state.cmd_set);
             if let Some(text) = text {
-                push_history(state, created, text, None)?;
+                push_history(state, meta_time, text, None)?;
             }
             None
         }
@@ -458,12 +503,12 @@ fn copy_history(c: &CopyOp) -> String {
 
 fn push_history(
     state: &mut StageState,
-    created: &str,
+    created: Option<&str>,
     created_by: String,
     layer: Option<LayerBlob>,
 ) -> Result<()> {
     state.config.history.push(History {
-        created: Some(created.to_string()),
+        created: created.map(str::to_string),
         created_by: Some(created_by),
         author: None,
         comment: Some(meta::HISTORY_COMMENT.into()),

@@ -489,8 +489,12 @@ fn run_step(
             .map(|(again, _, _)| again.key() == key)
             .unwrap_or(false);
     if steady {
-        sh.store
-            .cache_put(&key, &crate::store::index::Entry::new(&layer, &step.text))?;
+        // Made at the build's time, which its history entry shows: a
+        // rebuild from the cache shows the same (and so makes the same
+        // image, as BuildKit's does).
+        let mut entry = crate::store::index::Entry::new(&layer, &step.text);
+        entry.created = sh.now;
+        sh.store.cache_put(&key, &entry)?;
     } else {
         head.report(
             sh,
@@ -545,7 +549,7 @@ fn hit(
 ) -> Result<()> {
     sh.hits.fetch_add(1, Ordering::Relaxed);
     head.report(sh, StepEvent::Cached);
-    super::run_step(step, state, sh, Some(entry.layer()), head)?;
+    super::run_step(step, state, sh, Some((entry.layer(), entry.created)), head)?;
     *parent = parent.then(key, &step.text, &entry.diff_id);
     Ok(())
 }

@@ -637,3 +637,40 @@ fn a_new_hardlink_is_a_miss() {
     let img = crate::image::read_oci(&std::fs::read(&out).expect("out.tar"));
     assert_eq!(kinds(&img), ["d/ dir", "d/a file", "d/b hardlink"]);
 }
+
+/// A rebuild that the cache serves whole is the same image, digest for
+/// digest, without SOURCE_DATE_EPOCH: each layer's history shows when it
+/// was made, metadata steps the time of the layer after them (or
+/// before), and the image the last entry's time, as BuildKit's exporter
+/// gives them. A changed step and those after it show the new build's.
+#[test]
+fn a_cached_rebuild_is_the_same_image() {
+    let c = busybox(
+        "ENV A=1\nRUN echo built > /b\nCOPY f /f\nLABEL l=1\n",
+        &[("f", "one\n")],
+    );
+    let first = c.build_oci(&[]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = c.build_oci(&[]);
+    assert_eq!(again.manifest_digest, first.manifest_digest);
+    let times = |img: &crate::image::ReadImage| -> Vec<String> {
+        img.config["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|h| h["created"].as_str().unwrap_or("-").to_string())
+            .collect()
+    };
+    let t1 = times(&first);
+    // COPY bin, ENV PATH, ENV A, RUN, COPY f, LABEL: one build, one time.
+    assert_eq!(t1.len(), 6, "{t1:?}");
+    assert!(t1.iter().all(|t| *t == t1[0]), "{t1:?}");
+    assert_eq!(first.config["created"], t1[0].as_str());
+    c.write("f", "two\n");
+    let changed = c.build_oci(&[]);
+    let t2 = times(&changed);
+    assert_ne!(changed.manifest_digest, first.manifest_digest);
+    assert_eq!(t2[..4], t1[..4], "the cached steps keep their times");
+    assert!(t2[4] > t1[4] && t2[5] == t2[4], "{t1:?} {t2:?}");
+    assert_eq!(changed.config["created"], t2[5].as_str());
+}
