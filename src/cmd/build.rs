@@ -810,7 +810,12 @@ fn push_image(
     for d in &tree.images {
         export.store.put_bytes(&d.config.bytes)?;
     }
-    let layer_count: usize = export.parts.iter().map(|p| p.image.layers.len()).sum();
+    // Layers count once however many platforms' images share them.
+    let layers: std::collections::BTreeSet<&str> = export
+        .parts
+        .iter()
+        .flat_map(|p| p.image.layers.iter().map(|l| l.digest.as_str()))
+        .collect();
     for tag in export.tags {
         let r =
             crate::registry::Reference::parse(tag).map_err(|e| anyhow::anyhow!("{tag}: {e}"))?;
@@ -820,24 +825,26 @@ fn push_image(
             return Err(e.context(format!("pushing {r}")));
         }
         let mut client = crate::registry::Client::new(r.clone())?;
-        let (mut uploaded, mut mounted) = (0, 0);
+        let mut how: BTreeMap<String, crate::registry::Pushed> = BTreeMap::new();
         for (part, docs) in export.parts.iter().zip(&tree.images) {
             // The config first: it is small, and brings the push token.
             let mut blobs = vec![docs.config.digest.clone()];
             blobs.extend(part.image.layers.iter().map(|l| l.digest.clone()));
             let mut pushed = crate::registry::push_blobs(&mut client, &blobs, export.store)
                 .with_context(|| format!("pushing {r}"))?;
-            // What the uploads during the build did counts as this push's.
+            // What the uploads during the build (or for an earlier
+            // platform) did counts as this push's.
             for (p, d) in pushed.iter_mut().zip(&blobs) {
                 if let Some(e) = early.pushed.get(tag).and_then(|m| m.get(d)) {
                     if *p == crate::registry::Pushed::Exists {
                         *p = *e;
                     }
                 }
+                let seen = how.entry(d.clone()).or_insert(*p);
+                if *seen == crate::registry::Pushed::Exists {
+                    *seen = *p;
+                }
             }
-            let count = |p| pushed.iter().skip(1).filter(|x| **x == p).count();
-            uploaded += count(crate::registry::Pushed::Uploaded);
-            mounted += count(crate::registry::Pushed::Mounted);
             // Under the tag when it is the image; by digest when an
             // index names it.
             let object = if tree.index.is_some() {
@@ -849,6 +856,11 @@ fn push_image(
                 .push_manifest(object, docs.manifest.media_type, &docs.manifest.bytes)
                 .with_context(|| format!("pushing {r}"))?;
         }
+        let count = |p| layers.iter().filter(|d| how.get(**d) == Some(&p)).count();
+        let (uploaded, mounted) = (
+            count(crate::registry::Pushed::Uploaded),
+            count(crate::registry::Pushed::Mounted),
+        );
         let top = tree.top()?;
         let digest = match &tree.index {
             Some(index) => client
@@ -862,7 +874,8 @@ fn push_image(
                 n => format!(", {n} platforms"),
             };
             eprintln!(
-                "pushed {r}@{digest} ({uploaded} of {layer_count} layers uploaded, {mounted} mounted{platforms})"
+                "pushed {r}@{digest} ({uploaded} of {} layers uploaded, {mounted} mounted{platforms})",
+                layers.len()
             );
         }
     }

@@ -48,10 +48,14 @@ impl EarlyPush {
                     match push_blobs(c, std::slice::from_ref(&digest), &store) {
                         Ok(p) => {
                             if let Some(p) = p.first() {
+                                // The first push of a digest says what
+                                // happened (a layer two platforms share
+                                // "exists" the second time).
                                 done.pushed
                                     .entry(tag.clone())
                                     .or_default()
-                                    .insert(digest.clone(), *p);
+                                    .entry(digest.clone())
+                                    .or_insert(*p);
                             }
                         }
                         Err(e) => {

@@ -451,3 +451,29 @@ fn rootless_multi_platform_matches_root() {
     assert_eq!(machines.len(), 2, "{machines:?}");
     assert!(machines.contains(&"aarch64\n".to_string()), "{machines:?}");
 }
+
+/// A layer both platforms' images share uploads once and counts once in
+/// the push's summary.
+#[test]
+fn a_multi_platform_push_counts_each_layer_once() {
+    let reg = Registry::start();
+    let c = Ctx::new(
+        "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}.txt /arch.txt\nCOPY common.txt /common.txt\n",
+        &[("amd64.txt", "x86\n"), ("arm64.txt", "arm\n"), ("common.txt", "both\n")],
+    );
+    let target = format!("{}/mp/shared:1", reg.addr);
+    let o = c.kiln(&[
+        "--progress=plain",
+        "--platform",
+        BOTH,
+        "--push",
+        "-t",
+        &target,
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("(3 of 3 layers uploaded, 0 mounted, 2 platforms)"),
+        "{err}"
+    );
+}
