@@ -595,6 +595,63 @@ fn hex(b: &[u8]) -> String {
 /// --release` leaves in target/release; the installed kiln, first on the
 /// PATH, runs the quick start's first line in a directory holding
 /// testdata/demo and prints the README's digest.
+/// The cargo that built the tests (the same toolchain), in the
+/// environment a shell has: without what cargo sets for a test, or the
+/// release build scripts/test made is stale (ring's build script reruns
+/// when CARGO_MANIFEST_DIR changes, and all that depends on it).
+fn shell_cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_EXE_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+            ]
+            .contains(&k.as_ref())
+            || k == "LD_LIBRARY_PATH"
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd
+}
+
+/// "The main job" of "The two commands", as written but for where the
+/// archive goes (not into the checkout): `cargo run --release` builds the
+/// demo, with the digest the quick start gives.
+#[test]
+fn the_main_job_line_builds_the_demo() {
+    let text = readme();
+    let line = command_line(section(&text, "## The two commands"), "cargo run");
+    let want = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("built sha256:"))
+        .and_then(|l| l.split(' ').next())
+        .expect("the quick start's digest");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let archive = tmp.path().join("demo.tar");
+    let line = line.replace("dest=demo.tar", &format!("dest={}", archive.display()));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let o = shell_cargo()
+        .args(&words[1..])
+        .current_dir(crate::util::root())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("KILN_CACHE_DIR", tmp.path().join("store"))
+        .output()
+        .expect("cargo");
+    assert!(o.status.success(), "{line}: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("built sha256:{want} ")),
+        "README says {want}:\n{}",
+        stderr(&o)
+    );
+    let layout = crate::image::read_oci(&std::fs::read(&archive).expect("demo.tar"));
+    assert_eq!(layout.manifest_digest, format!("sha256:{want}"));
+}
+
 #[test]
 fn the_install_line_installs_a_working_kiln() {
     let text = readme();
@@ -607,30 +664,10 @@ fn the_install_line_installs_a_working_kiln() {
     let (build, copy) = alternative.split_once("; ").expect("a build, then a copy");
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().join("root");
-    // The cargo that built the tests (the same toolchain), in the
-    // environment a shell has: without what cargo sets for a test, or the
-    // release build scripts/test made is stale (ring's build script
-    // reruns when CARGO_MANIFEST_DIR changes, and all that depends on it).
     let cargo = |line: &str, extra: &[&std::ffi::OsStr]| {
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(words.first(), Some(&"cargo"), "{line}");
-        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("CARGO_PKG_")
-                || k.starts_with("CARGO_BIN_EXE_")
-                || [
-                    "CARGO_MANIFEST_DIR",
-                    "CARGO_MANIFEST_PATH",
-                    "CARGO_CRATE_NAME",
-                ]
-                .contains(&k.as_ref())
-                || k == "LD_LIBRARY_PATH"
-            {
-                cmd.env_remove(k.as_ref());
-            }
-        }
-        let o = cmd
+        let o = shell_cargo()
             .args(&words[1..])
             .args(extra)
             .current_dir(crate::util::root())
