@@ -101,15 +101,22 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
                  (buildx refuses too); use -o type=oci or --push for several",
             ));
         }
-    } else if settings_extra
-        .annotations
-        .iter()
-        .any(|a| a.on == AnnotationTarget::Index)
-    {
-        return Err(Failure::usage(
-            "--annotation index:...: a single-platform image has no index (its manifest is \
+    } else if let Some(a) = settings_extra.annotations.iter().find(|a| {
+        matches!(
+            a.on,
+            AnnotationTarget::Index | AnnotationTarget::IndexDescriptor
+        )
+    }) {
+        let kind = if a.on == AnnotationTarget::Index {
+            "index"
+        } else {
+            "index-descriptor"
+        };
+        return Err(Failure::usage(format!(
+            "--annotation {kind}:{}=…: a single-platform image has no index (its manifest is \
              the image); annotate the manifest, or build several --platform values",
-        ));
+            a.key
+        )));
     }
     let cache_from: Vec<std::path::PathBuf> = args
         .cache_from
@@ -386,10 +393,17 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         counts.keys.extend(c.keys);
         builts.push(b);
     }
-    let mut index_annotations = BTreeMap::new();
+    let (mut index_annotations, mut index_descriptor_annotations) =
+        (BTreeMap::new(), BTreeMap::new());
     for a in &settings_extra.annotations {
-        if a.on == AnnotationTarget::Index {
-            index_annotations.insert(a.key.clone(), a.value.clone());
+        match a.on {
+            AnnotationTarget::Index => {
+                index_annotations.insert(a.key.clone(), a.value.clone());
+            }
+            AnnotationTarget::IndexDescriptor => {
+                index_descriptor_annotations.insert(a.key.clone(), a.value.clone());
+            }
+            _ => {}
         }
     }
     for built in &mut builts {
@@ -404,16 +418,15 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             variant: config.variant.clone().unwrap_or_default(),
         };
         for a in &settings_extra.annotations {
-            let applies = match &a.on {
-                AnnotationTarget::Manifest(None) => true,
-                AnnotationTarget::Manifest(Some(p)) => *p == platform,
-                AnnotationTarget::Index => false,
+            let (on, only) = match &a.on {
+                AnnotationTarget::Manifest(p) => (&mut built.image.annotations, p),
+                AnnotationTarget::ManifestDescriptor(p) => {
+                    (&mut built.image.descriptor_annotations, p)
+                }
+                AnnotationTarget::Index | AnnotationTarget::IndexDescriptor => continue,
             };
-            if applies {
-                built
-                    .image
-                    .annotations
-                    .insert(a.key.clone(), a.value.clone());
+            if only.as_ref().is_none_or(|p| *p == platform) {
+                on.insert(a.key.clone(), a.value.clone());
             }
         }
     }
@@ -442,6 +455,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         tags: &tags,
         source_date_epoch: sde,
         index_annotations: &index_annotations,
+        index_descriptor_annotations: &index_descriptor_annotations,
     };
     for out in &outputs {
         if let Err(e) = export::write(out, &export) {
@@ -656,8 +670,13 @@ struct Annotation {
 enum AnnotationTarget {
     /// `manifest:` (the default), or `manifest[PLATFORM]:` for one.
     Manifest(Option<crate::plan::Platform>),
+    /// `manifest-descriptor:`: the descriptor naming a manifest, in the
+    /// index, or for one image in an OCI layout's index.json.
+    ManifestDescriptor(Option<crate::plan::Platform>),
     /// `index:`: a multi-platform image's index.
     Index,
+    /// `index-descriptor:`: the index's descriptor in an OCI layout.
+    IndexDescriptor,
 }
 
 /// Parses `[TYPE[PLATFORM]:]KEY=VALUE`, as buildx does: types `manifest`
@@ -686,16 +705,19 @@ fn parse_annotation(a: &str) -> Result<Vec<Annotation>, String> {
         };
         let on = match (kind, platform) {
             ("manifest", p) => AnnotationTarget::Manifest(p),
+            ("manifest-descriptor", p) => AnnotationTarget::ManifestDescriptor(p),
             ("index", None) => AnnotationTarget::Index,
-            ("index", Some(_)) => {
+            ("index-descriptor", None) => AnnotationTarget::IndexDescriptor,
+            ("index" | "index-descriptor", Some(_)) => {
                 return Err(format!(
-                    "--annotation {a:?}: an index has no platform; use index:KEY=VALUE"
+                    "--annotation {a:?}: an index has no platform; use {kind}:KEY=VALUE"
                 ))
             }
             (other, _) => {
                 return Err(format!(
-                    "--annotation {a:?}: kiln annotates `manifest` and `index`, not {other:?} \
-                     (manifest:K=V, manifest[linux/arm64]:K=V, index:K=V)"
+                    "--annotation {a:?}: the types are manifest, manifest-descriptor, index \
+                     and index-descriptor, not {other:?} (manifest:K=V, \
+                     manifest[linux/arm64]:K=V, index:K=V)"
                 ))
             }
         };

@@ -228,6 +228,9 @@ pub struct Export<'a> {
     pub source_date_epoch: Option<i64>,
     /// The index's annotations (`--annotation index:K=V`).
     pub index_annotations: &'a BTreeMap<String, String>,
+    /// Annotations of the index's descriptor in an OCI layout's
+    /// index.json (`--annotation index-descriptor:K=V`).
+    pub index_descriptor_annotations: &'a BTreeMap<String, String>,
 }
 
 impl Export<'_> {
@@ -434,7 +437,12 @@ fn layout_file() -> Vec<u8> {
 }
 
 /// The index.json of a layout holding one image.
-fn index_json(manifest: &Blob, tags: &[String], created: Option<&str>) -> Result<Vec<u8>> {
+fn index_json(
+    manifest: &Blob,
+    tags: &[String],
+    created: Option<&str>,
+    extra: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
     let mut descs = Vec::new();
     let names: Vec<Option<&String>> = if tags.is_empty() {
         vec![None]
@@ -442,7 +450,8 @@ fn index_json(manifest: &Blob, tags: &[String], created: Option<&str>) -> Result
         tags.iter().map(Some).collect()
     };
     for name in names {
-        let mut ann = std::collections::HashMap::new();
+        let mut ann: std::collections::HashMap<String, String> =
+            extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if let Some(n) = name {
             let full = normalize_name(n);
             ann.insert(
@@ -515,7 +524,13 @@ fn write_layout(
         .parts
         .first()
         .and_then(|p| p.image.config.created.as_deref());
-    let index = index_json(tree.top()?, tags, created)?;
+    // The descriptor index.json gives the image (or the index) carries
+    // the descriptor annotations asked for.
+    let described = match (&tree.index, e.parts) {
+        (None, [one]) => &one.image.descriptor_annotations,
+        _ => e.index_descriptor_annotations,
+    };
+    let index = index_json(tree.top()?, tags, created, described)?;
     let mut entries = vec![
         archive::file(
             "oci-layout",

@@ -49,6 +49,10 @@ pub struct Image {
     pub layers: Vec<LayerBlob>,
     /// Annotations of the manifest (`--annotation`).
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// Annotations of the descriptor that names the manifest: in the
+    /// index, or for one image in an OCI layout's index.json
+    /// (`--annotation manifest-descriptor:`).
+    pub descriptor_annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// A JSON document with its digest.
@@ -100,6 +104,7 @@ impl Image {
             config,
             layers,
             annotations: Default::default(),
+            descriptor_annotations: Default::default(),
         }
     }
 
@@ -174,6 +179,15 @@ pub fn index(
             p.build()
                 .map_err(|e| anyhow::anyhow!("cannot describe the platform: {e}"))?,
         ));
+        if !image.descriptor_annotations.is_empty() {
+            d.set_annotations(Some(
+                image
+                    .descriptor_annotations
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ));
+        }
         descs.push(d);
     }
     let media_type = if oci { OCI_INDEX } else { DOCKER_MANIFEST_LIST };

@@ -114,7 +114,8 @@ fn kamal_build_command_lines_work_unchanged() {
 }
 
 /// --add-host, --shm-size and --ulimit reach RUN; --annotation the
-/// manifest; --allow network.host is accepted, security.insecure refused;
+/// manifest (and manifest-descriptor: the descriptor in index.json);
+/// --allow network.host is accepted, security.insecure refused;
 /// attestation flags warn; unknown cache types warn and are ignored.
 #[test]
 fn execution_and_output_flags() {
@@ -131,6 +132,9 @@ fn execution_and_output_flags() {
         "nofile=1234:2048",
         "--annotation",
         "org.opencontainers.image.source=https://example.com/app",
+        // docker/metadata-action's other level for one image.
+        "--annotation",
+        "manifest-descriptor:org.opencontainers.image.version=1.4",
         "--allow",
         "network.host",
         "--provenance=false",
@@ -147,6 +151,9 @@ fn execution_and_output_flags() {
         img.manifest["annotations"]["org.opencontainers.image.source"],
         "https://example.com/app"
     );
+    let desc = &img.index["manifests"][0]["annotations"];
+    assert_eq!(desc["org.opencontainers.image.version"], "1.4", "{desc}");
+    assert!(img.manifest["annotations"]["org.opencontainers.image.version"].is_null());
     let files = crate::image::tar_files(img.layers.last().expect("layer"));
     assert_eq!(
         String::from_utf8_lossy(&files["hosts"]),

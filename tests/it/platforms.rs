@@ -181,7 +181,18 @@ fn multi_platform_archives_and_directories() {
         format!("type=local,dest={}", dir.display()),
         format!("type=local,dest={},platform-split=false", merged.display()),
     ];
-    let mut args = vec!["-q", "--platform", BOTH, "-t", "mp:1", "--iidfile"];
+    let mut args = vec![
+        "-q",
+        "--platform",
+        BOTH,
+        "-t",
+        "mp:1",
+        "--annotation",
+        "manifest-descriptor[linux/arm64]:com.example.d=arm",
+        "--annotation",
+        "index-descriptor:com.example.i=top",
+        "--iidfile",
+    ];
     let iid_s = iid.to_string_lossy().into_owned();
     args.push(&iid_s);
     for o in &outputs {
@@ -203,6 +214,7 @@ fn multi_platform_archives_and_directories() {
         desc["annotations"]["io.containerd.image.name"],
         "docker.io/library/mp:1"
     );
+    assert_eq!(desc["annotations"]["com.example.i"], "top");
     let blob = |d: &Value| -> Vec<u8> {
         let name = format!("blobs/sha256/{}", &d.as_str().expect("digest")[7..]);
         layout.get(&name).cloned().expect("blob in the layout")
@@ -217,6 +229,11 @@ fn multi_platform_archives_and_directories() {
         assert_eq!(
             m["platform"],
             serde_json::json!({"architecture": arch, "os": "linux"})
+        );
+        assert_eq!(
+            m["annotations"]["com.example.d"].as_str(),
+            (arch == "arm64").then_some("arm"),
+            "{m}"
         );
         let manifest: Value = serde_json::from_slice(&blob(&m["digest"])).expect("manifest");
         let config: Value =
@@ -300,7 +317,11 @@ fn multi_platform_refusals_are_usage_errors() {
         ),
         (
             vec!["--annotation", "layer:a=b"],
-            "kiln annotates `manifest` and `index`",
+            "the types are manifest, manifest-descriptor, index and index-descriptor",
+        ),
+        (
+            vec!["--annotation", "index-descriptor:a=b"],
+            "a single-platform image has no index",
         ),
         (vec!["--platform", "linux/amd64,"], ""),
     ] {
