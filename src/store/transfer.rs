@@ -131,10 +131,34 @@ pub fn import(store: &Store, dir: &Path) -> Result<usize> {
             if !src.is_file() {
                 continue;
             }
+            // The entry's diffID goes into image configs: check it
+            // against the layer's contents before the store has it.
+            let actual = diff_id_of(&src)?;
+            if actual != entry.diff_id {
+                bail!(
+                    "{}: the layer {} uncompresses to {actual}, not the diffID {} its entry \
+                     claims: the cache is corrupt",
+                    dir.display(),
+                    entry.digest,
+                    entry.diff_id
+                );
+            }
             store.import_file(&src, &entry.digest)?;
         }
         store.cache_put(&key, &entry)?;
         n += 1;
     }
     Ok(n)
+}
+
+/// The sha256 of a layer blob's uncompressed contents.
+fn diff_id_of(blob: &Path) -> Result<String> {
+    let f = fs::File::open(blob).with_context(|| format!("cannot open {}", blob.display()))?;
+    let (mut r, _) = crate::layer::apply::decompressed(std::io::BufReader::new(f))
+        .with_context(|| format!("cannot uncompress {}", blob.display()))?;
+    let mut w = HashingWriter::new(std::io::sink());
+    std::io::copy(&mut r, &mut w)
+        .with_context(|| format!("cannot uncompress {}", blob.display()))?;
+    let (_, digest, _) = w.finish();
+    Ok(digest)
 }

@@ -196,6 +196,31 @@ fn local_cache_export_and_import() {
     let e = stderr(&fresh);
     assert!(e.contains("imported 3 cache entries"), "{e}");
     assert!(e.contains("(3 steps cached, 0 ran)"), "{e}");
+    // A cache whose entries lie about their layers' diffIDs is refused
+    // (the image would name layers it does not have), and the build runs
+    // its steps instead.
+    let manifest = dir.join("kiln-cache.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
+    for (_, entry) in m["entries"].as_object_mut().expect("entries").iter_mut() {
+        entry["diff_id"] = format!("sha256:{}", "ab".repeat(32)).into();
+    }
+    std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
+    let lied = Command::new(crate::util::kiln_bin())
+        .args(["build", "--cache-dir"])
+        .arg(c.path("third-store"))
+        .arg("--cache-from")
+        .arg(format!("type=local,src={}", dir.display()))
+        .arg(c.ctx())
+        .output()
+        .expect("kiln");
+    let e = stderr(&lied);
+    assert!(lied.status.success(), "{e}");
+    assert!(
+        e.contains("not the diffID") && e.contains("the cache is corrupt"),
+        "{e}"
+    );
+    assert!(e.contains("(0 steps cached, 3 ran)"), "{e}");
 }
 
 /// --load puts the image into the running Docker daemon.
