@@ -126,23 +126,29 @@ pub fn import(store: &Store, dir: &Path) -> Result<usize> {
         if store.cache_get(&key).is_ok() {
             continue;
         }
-        if !store.has(&entry.digest) {
-            let src = dir.join("blobs/sha256").join(digest_hex(&entry.digest)?);
-            if !src.is_file() {
-                continue;
-            }
-            // The entry's diffID goes into image configs: check it
-            // against the layer's contents before the store has it.
-            let actual = diff_id_of(&src)?;
-            if actual != entry.diff_id {
-                bail!(
-                    "{}: the layer {} uncompresses to {actual}, not the diffID {} its entry \
-                     claims: the cache is corrupt",
-                    dir.display(),
-                    entry.digest,
-                    entry.diff_id
-                );
-            }
+        let in_store = store.has(&entry.digest);
+        let src = if in_store {
+            store.blob_path(&entry.digest)?
+        } else {
+            dir.join("blobs/sha256").join(digest_hex(&entry.digest)?)
+        };
+        if !src.is_file() {
+            continue;
+        }
+        // The entry's diffID goes into image configs: check it against
+        // the layer's contents (the store's copy, or the imported one
+        // before the store takes it).
+        let actual = diff_id_of(&src)?;
+        if actual != entry.diff_id {
+            bail!(
+                "{}: the layer {} uncompresses to {actual}, not the diffID {} its entry \
+                 claims: the cache is corrupt",
+                dir.display(),
+                entry.digest,
+                entry.diff_id
+            );
+        }
+        if !in_store {
             store.import_file(&src, &entry.digest)?;
         }
         store.cache_put(&key, &entry)?;
