@@ -43,6 +43,10 @@ pub struct Store {
     /// The lock on `<root>/gc.lock`: shared while a build (or any other
     /// user) has the store open, exclusive for `kiln prune`.
     _gc: Option<std::sync::Arc<fs::File>>,
+    /// For `kiln prune`: `<root>/gc.turnstile`, held while it waits for
+    /// and holds `gc.lock`, so that builds starting meanwhile wait
+    /// behind it instead of keeping it waiting for ever.
+    _turnstile: Option<std::sync::Arc<fs::File>>,
 }
 
 /// The hex part of a `sha256:` digest, checked.
@@ -67,16 +71,39 @@ impl Store {
     /// that means waiting.
     pub fn open_exclusive(root: &Path, waiting: &dyn Fn()) -> Result<Store, StoreError> {
         let file = Store::gc_file(root)?;
+        let turnstile = Store::lock_file(root, "gc.turnstile")?;
         use rustix::fs::FlockOperation as F;
-        if rustix::fs::flock(&file, F::NonBlockingLockExclusive).is_err() {
+        let lock = |f: &fs::File, name: &str| {
+            rustix::fs::flock(f, F::LockExclusive)
+                .map_err(|e| io_err("cannot lock", &root.join(name))(e.into()))
+        };
+        let mut told = false;
+        if rustix::fs::flock(&turnstile, F::NonBlockingLockExclusive).is_err() {
             waiting();
-            rustix::fs::flock(&file, F::LockExclusive)
-                .map_err(|e| io_err("cannot lock", &root.join("gc.lock"))(e.into()))?;
+            told = true;
+            lock(&turnstile, "gc.turnstile")?;
+        }
+        if rustix::fs::flock(&file, F::NonBlockingLockExclusive).is_err() {
+            if !told {
+                waiting();
+            }
+            lock(&file, "gc.lock")?;
         }
         Ok(Store {
             root: root.to_path_buf(),
             _gc: Some(std::sync::Arc::new(file)),
+            _turnstile: Some(std::sync::Arc::new(turnstile)),
         })
+    }
+
+    fn lock_file(root: &Path, name: &str) -> Result<fs::File, StoreError> {
+        let path = root.join(name);
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("cannot open", &path))
     }
 
     fn gc_file(root: &Path) -> Result<fs::File, StoreError> {
@@ -94,11 +121,19 @@ impl Store {
 
     fn open_shared(root: &Path) -> Result<Store, StoreError> {
         let file = Store::gc_file(root)?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+        use rustix::fs::FlockOperation as F;
+        // Through the turnstile: a prune waiting for the builds that run
+        // goes before the builds that start after it.
+        let turnstile = Store::lock_file(root, "gc.turnstile")?;
+        rustix::fs::flock(&turnstile, F::LockExclusive)
+            .map_err(|e| io_err("cannot lock", &root.join("gc.turnstile"))(e.into()))?;
+        rustix::fs::flock(&file, F::LockShared)
             .map_err(|e| io_err("cannot lock", &root.join("gc.lock"))(e.into()))?;
+        drop(turnstile);
         let store = Store {
             root: root.to_path_buf(),
             _gc: Some(std::sync::Arc::new(file)),
+            _turnstile: None,
         };
         store.sweep();
         Ok(store)

@@ -674,3 +674,55 @@ fn a_cached_rebuild_is_the_same_image() {
     assert!(t2[4] > t1[4] && t2[5] == t2[4], "{t1:?} {t2:?}");
     assert_eq!(changed.config["created"], t2[5].as_str());
 }
+
+/// A prune waiting for a running build goes before the builds that start
+/// while it waits (which would otherwise keep it waiting for ever on a
+/// busy CI machine): the later build finishes after the prune.
+#[test]
+fn prune_goes_before_builds_that_start_after_it() {
+    let slow = busybox("RUN sleep 2 && echo slow > /slow\n", &[]);
+    let quick = busybox("RUN echo quick > /quick\n", &[]);
+    let store = slow.path("store");
+    let spawn = |args: &[&str]| {
+        Command::new(crate::util::kiln_bin())
+            .args(args)
+            .arg("--cache-dir")
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kiln")
+    };
+    let finish = |child: std::process::Child| {
+        std::thread::spawn(move || {
+            let o = child.wait_with_output().expect("wait");
+            (std::time::Instant::now(), o)
+        })
+    };
+    let a = finish(spawn(&["build", &slow.ctx().to_string_lossy()]));
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let p = finish(spawn(&["prune"]));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let b = finish(spawn(&[
+        "build",
+        "--no-cache",
+        &quick.ctx().to_string_lossy(),
+    ]));
+    let (a_end, a) = a.join().expect("a");
+    let (p_end, p) = p.join().expect("prune");
+    let (b_end, b) = b.join().expect("b");
+    for o in [&a, &p, &b] {
+        assert!(o.status.success(), "{}", stderr(o));
+    }
+    assert!(
+        stderr(&p).contains("waiting for the builds"),
+        "{}",
+        stderr(&p)
+    );
+    assert!(p_end > a_end, "the prune waited for the running build");
+    assert!(
+        b_end > p_end,
+        "the build started after the prune finished before it:\n{}",
+        stderr(&b)
+    );
+}
