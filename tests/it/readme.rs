@@ -742,3 +742,96 @@ fn the_install_line_installs_a_working_kiln() {
     );
     assert!(dir.join("demo.tar").is_file());
 }
+
+/// The cache section's example of miss explanations is what kiln prints:
+/// a six-step stage (its `make` a script) built, `src/app.py` edited,
+/// built again with `--progress=plain`; every line of the example is in
+/// the output.
+#[test]
+fn the_cache_miss_example_is_what_kiln_prints() {
+    let text = readme();
+    let section = section(&text, "## The build cache");
+    let example: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("    #"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(example.len(), 4, "{section}");
+    let c = crate::run::busybox(
+        "WORKDIR /src\nCOPY Makefile ./\nCOPY . .\nRUN make\n",
+        &[
+            ("Makefile", "all:\n"),
+            ("src/app.py", "print(1)\n"),
+            ("bin/make", "#!/bin/sh\necho made > /src/made\n"),
+        ],
+    );
+    std::fs::set_permissions(
+        c.ctx().join("bin/make"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let o = c.kiln(&["--progress=plain"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    c.write("src/app.py", "print(2)\n");
+    let o = c.kiln(&["--progress=plain"]);
+    let out = stderr(&o);
+    assert!(o.status.success(), "{out}");
+    for line in example {
+        assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
+    }
+}
+
+/// The exit-code section's failing step is what kiln prints for that
+/// Dockerfile (its `make` a script that prints 30 lines, then fails with
+/// 2); the example's `...` stands for the 20 lines.
+#[test]
+fn the_failing_step_example_is_what_kiln_prints() {
+    let text = readme();
+    let from = text
+        .find("A failing step is shown the way BuildKit shows it")
+        .expect("the example");
+    let example: Vec<&str> = text[from..]
+        .lines()
+        .skip_while(|l| !l.starts_with("    Dockerfile:"))
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| &l[4..])
+        .collect();
+    assert!(example.len() > 5, "{example:?}");
+    let c = crate::run::busybox(
+        "# build it\nRUN make && \\\n    make install\nCMD [\"app\"]\n",
+        &[(
+            "bin/make",
+            "#!/bin/sh\nfor i in $(seq 1 30); do echo \"line $i\"; done\nexit 2\n",
+        )],
+    );
+    std::fs::set_permissions(
+        c.ctx().join("bin/make"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let o = c.kiln(&["--progress=plain"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let out = stderr(&o);
+    // The report: from the excerpt's first line to the error.
+    let start = out
+        .find("Dockerfile:5\n")
+        .unwrap_or_else(|| panic!("{out}"));
+    let report: Vec<&str> = out[start..].lines().collect();
+    let mut at = 0;
+    for line in example {
+        if line.trim() == "..." {
+            // The tail: lines 11 to 30 of the script's output.
+            for i in 11..=30 {
+                assert_eq!(
+                    report.get(at).map(|l| l.trim()),
+                    Some(format!("line {i}").as_str()),
+                    "{out}"
+                );
+                at += 1;
+            }
+            continue;
+        }
+        assert_eq!(report.get(at).copied(), Some(line), "{out}");
+        at += 1;
+    }
+}
