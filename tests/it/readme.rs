@@ -835,3 +835,33 @@ fn the_failing_step_example_is_what_kiln_prints() {
         at += 1;
     }
 }
+
+/// The README's first line of kiln, run in a checkout of the demo with
+/// the registry's name made the test registry's: it pushes.
+#[test]
+fn the_opening_example_pushes() {
+    let text = readme();
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("kiln build -f Dockerfile"))
+        .expect("the opening example");
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ctx = demo_copy(tmp.path());
+    let line = line.replace("registry.example.com", &reg.addr);
+    let o = bash(
+        &line,
+        &ctx,
+        &[(
+            "KILN_CACHE_DIR",
+            tmp.path().join("store").display().to_string(),
+        )],
+    );
+    assert!(o.status.success(), "{line}: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("pushed to {}/app:1.4", reg.addr)),
+        "{}",
+        stderr(&o)
+    );
+}
