@@ -121,6 +121,30 @@ pub struct Built {
     /// Owner and mode of the paths this build's layers wrote, as the
     /// layers record them (on disk they may differ without root).
     pub owners: BTreeMap<String, (u32, u32, Option<u32>)>,
+    /// The platform it was built for (the plan's target platform).
+    pub platform: crate::plan::Platform,
+}
+
+impl Built {
+    /// Makes the image's config name the platform it was built for, as
+    /// BuildKit does when `--platform` was given: the final stage may
+    /// start from another platform's image (`FROM --platform=...`, or a
+    /// single-platform base), and an arm64 base's `v8` variant is the
+    /// default one, left out.
+    pub fn claim_platform(&mut self) {
+        let (c, p) = (&mut self.image.config, &self.platform);
+        if c.os != p.os || c.architecture != p.arch {
+            c.os = p.os.clone();
+            c.architecture = p.arch.clone();
+            c.variant = None;
+        }
+        if !p.variant.is_empty() {
+            c.variant = Some(p.variant.clone());
+        }
+        if c.architecture == "arm64" && c.variant.as_deref() == Some("v8") {
+            c.variant = None;
+        }
+    }
 }
 
 struct StageState {
@@ -159,24 +183,24 @@ pub fn build(
     store: &Store,
     report: &(dyn Fn(&crate::progress::Event) + Sync),
 ) -> Result<(Built, Counts)> {
-    let now = opts.source_date_epoch.unwrap_or_else(unix_now);
-    let created = crate::image::config::rfc3339(now, 0);
     let (mut target, (cached, ran), keys) = solve::solve(plan, opts, store, report)?;
     if opts.materialize {
         target.view.materialize(store)?;
     }
     let mut config = target.config;
-    history_times(&mut config.history, &created);
-    // The image's time is its last history entry's (so an image rebuilt
-    // from the cache is the same image); an image without history (only
-    // ONBUILD, say) has none, as in BuildKit.
-    config.created = config.history.last().and_then(|h| h.created.clone());
+    history_times(&mut config.history);
+    // The image's time is its last timed history entry's (so an image
+    // rebuilt from the cache is the same image); an image without one
+    // (only ONBUILD, say, or metadata on scratch) has none, as in
+    // BuildKit.
+    config.created = config.history.iter().rev().find_map(|h| h.created.clone());
     config.rootfs.diff_ids = target.layers.iter().map(|l| l.diff_id.clone()).collect();
     Ok((
         Built {
             image: Image::new(config, target.layers),
             owners: target.view.owner_modes(),
             rootfs: target.view.root,
+            platform: plan.platform.clone(),
         },
         Counts { cached, ran, keys },
     ))
@@ -223,9 +247,10 @@ pub fn build_platforms(
 
 /// Gives the history entries of metadata steps (which have no time yet)
 /// times as BuildKit's exporter does: the time of the first layer made
-/// after them, or of the layer before them, or, when no entry has a
-/// time, `now`.
-fn history_times(history: &mut [History], now: &str) {
+/// after them, or of the layer before them. When no entry has a time (an
+/// image of metadata alone, on `scratch`), none gets one, so that it too
+/// is the same image when built again.
+fn history_times(history: &mut [History]) {
     // The first timed entry after an untimed one, else the last timed.
     let mut fill: Option<String> = None;
     let mut untimed = false;
@@ -240,7 +265,9 @@ fn history_times(history: &mut [History], now: &str) {
             None => untimed = true,
         }
     }
-    let mut fill = fill.unwrap_or_else(|| now.to_string());
+    let Some(mut fill) = fill else {
+        return;
+    };
     let mut untimed = false;
     for h in history.iter_mut() {
         match &h.created {

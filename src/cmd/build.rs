@@ -406,17 +406,17 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             _ => {}
         }
     }
+    let asked_platform = !args.plan.platform.is_empty();
     for built in &mut builts {
+        if asked_platform {
+            built.claim_platform();
+        }
         let config = &mut built.image.config;
         for l in &args.labels {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
             config.config.labels.insert(k.to_string(), v.to_string());
         }
-        let platform = crate::plan::Platform {
-            os: config.os.clone(),
-            arch: config.architecture.clone(),
-            variant: config.variant.clone().unwrap_or_default(),
-        };
+        let platform = built.platform.clone();
         for a in &settings_extra.annotations {
             let (on, only) = match &a.on {
                 AnnotationTarget::Manifest(p) => (&mut built.image.annotations, p),
@@ -445,6 +445,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         .iter()
         .map(|b| export::Part {
             image: &b.image,
+            platform: &b.platform,
             rootfs: &b.rootfs,
             owners: &b.owners,
         })

@@ -195,6 +195,9 @@ fn dest_of(s: &str) -> Dest {
 /// One image of an export, with its filesystem.
 pub struct Part<'a> {
     pub image: &'a Image,
+    /// The platform it was built for: what an index and a multi-platform
+    /// directory name it by.
+    pub platform: &'a crate::plan::Platform,
     /// The image's root filesystem (for `type=local` and `type=tar`).
     pub rootfs: &'a Path,
     /// Owner and mode by path, as the layers record them: they win over
@@ -205,13 +208,15 @@ pub struct Part<'a> {
 
 impl Part<'_> {
     /// The directory a multi-platform export gives this image's files:
-    /// `linux_arm64`, `linux_arm_v7` (as BuildKit names them).
+    /// `linux_arm64`, `linux_arm_v7` (as BuildKit names them). From the
+    /// requested platform, which `Platform::parse` checked: never from a
+    /// config a registry gave.
     pub fn platform_dir(&self) -> String {
-        let c = &self.image.config;
-        let mut d = format!("{}_{}", c.os, c.architecture);
-        if let Some(v) = c.variant.as_deref().filter(|v| !v.is_empty()) {
+        let p = self.platform;
+        let mut d = format!("{}_{}", p.os, p.arch);
+        if !p.variant.is_empty() {
             d.push('_');
-            d.push_str(v);
+            d.push_str(&p.variant);
         }
         d
     }
@@ -259,7 +264,8 @@ impl Tree {
             .collect::<Result<Vec<_>>>()?;
         let index = if e.multi() {
             let docs: Vec<&crate::image::Documents> = images.iter().collect();
-            let imgs: Vec<&Image> = e.parts.iter().map(|p| p.image).collect();
+            let imgs: Vec<(&Image, &crate::plan::Platform)> =
+                e.parts.iter().map(|p| (p.image, p.platform)).collect();
             Some(crate::image::index(&docs, &imgs, oci, e.index_annotations)?)
         } else {
             None

@@ -153,27 +153,26 @@ impl Image {
 }
 
 /// The index of a multi-platform image: one manifest per image, each
-/// descriptor naming the platform its config gives (canonical JSON;
+/// descriptor naming the platform it was built for (canonical JSON;
 /// oci-spec's type). With `oci` false, Docker's manifest list.
 pub fn index(
     manifests: &[&Documents],
-    images: &[&Image],
+    images: &[(&Image, &crate::plan::Platform)],
     oci: bool,
     annotations: &std::collections::BTreeMap<String, String>,
 ) -> anyhow::Result<Blob> {
     let mut descs = Vec::new();
-    for (docs, image) in manifests.iter().zip(images) {
+    for (docs, (image, platform)) in manifests.iter().zip(images) {
         let mut d = descriptor(
             docs.manifest.media_type,
             docs.manifest.bytes.len() as u64,
             &docs.manifest.digest,
         )?;
-        let c = &image.config;
         let mut p = oci_spec::image::PlatformBuilder::default()
-            .architecture(oci_spec::image::Arch::from(c.architecture.as_str()))
-            .os(oci_spec::image::Os::from(c.os.as_str()));
-        if let Some(v) = &c.variant {
-            p = p.variant(v.clone());
+            .architecture(oci_spec::image::Arch::from(platform.arch.as_str()))
+            .os(oci_spec::image::Os::from(platform.os.as_str()));
+        if !platform.variant.is_empty() {
+            p = p.variant(platform.variant.clone());
         }
         d.set_platform(Some(
             p.build()

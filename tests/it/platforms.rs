@@ -498,3 +498,51 @@ fn a_multi_platform_push_counts_each_layer_once() {
         "{err}"
     );
 }
+
+/// Each image is named by the platform it was built for, whatever its
+/// final stage's base says (here `FROM --platform=$BUILDPLATFORM`, so
+/// both start from amd64): the config, the index and the directories say
+/// linux/amd64 and linux/arm64, as BuildKit's do.
+#[test]
+fn images_are_named_by_the_platform_they_were_built_for() {
+    let c = Ctx::new(
+        "FROM --platform=$BUILDPLATFORM scratch\nARG TARGETARCH\nCOPY f /f-$TARGETARCH\n",
+        &[("f", "x\n")],
+    );
+    let oci = c.path("out.tar");
+    let dir = c.path("dir");
+    let o = c.kiln(&[
+        "--platform",
+        BOTH,
+        "--annotation",
+        "manifest[linux/arm64]:com.example.arm=yes",
+        "-o",
+        &format!("type=oci,dest={}", oci.display()),
+        "-o",
+        &format!("type=local,dest={}", dir.display()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let layout = tar_files(&std::fs::read(&oci).expect("out.tar"));
+    let blob = |d: &Value| -> Value {
+        let name = format!("blobs/sha256/{}", &d.as_str().expect("digest")[7..]);
+        serde_json::from_slice(&layout[&name]).expect("json")
+    };
+    let top: Value = serde_json::from_slice(&layout["index.json"]).expect("index.json");
+    let index = blob(&top["manifests"][0]["digest"]);
+    for (m, arch) in index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .zip(["amd64", "arm64"])
+    {
+        assert_eq!(m["platform"]["architecture"], arch, "{index}");
+        let manifest = blob(&m["digest"]);
+        assert_eq!(blob(&manifest["config"]["digest"])["architecture"], arch);
+        assert_eq!(
+            manifest["annotations"]["com.example.arm"].as_str(),
+            (arch == "arm64").then_some("yes")
+        );
+    }
+    assert!(dir.join("linux_amd64/f-amd64").is_file());
+    assert!(dir.join("linux_arm64/f-arm64").is_file());
+}
