@@ -601,3 +601,27 @@ fn oci_layout_base_config_shapes_the_plan() {
         "{paths:?}"
     );
 }
+
+/// A `.tar.gz` with zeros after its gzip stream (some tools pad archives
+/// to a block) extracts as gzip and GNU tar take it: what follows the
+/// archive is not part of it.
+#[test]
+fn add_of_an_archive_padded_after_its_gzip_stream() {
+    let c = Ctx::new("FROM scratch\nADD padded.tar.gz /x/\n", &[]);
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "in.txt", &b"in\n"[..])
+        .expect("append");
+    let raw = tar.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &raw).expect("gzip");
+    let mut bytes = gz.finish().expect("gzip");
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(c.ctx().join("padded.tar.gz"), bytes).expect("write");
+    let img = c.build_oci(&[]);
+    let files = crate::image::tar_files(img.layers.last().expect("layer"));
+    assert_eq!(files["x/in.txt"], b"in\n");
+}
