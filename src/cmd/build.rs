@@ -189,14 +189,18 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
             "--platform needs a value such as linux/amd64",
         ));
     };
+    // Each platform's plan may warn (its ARGs differ); each warning once.
+    let mut warnings = Vec::new();
+    for w in plans.iter().flat_map(|p| &p.warnings) {
+        if !warnings.contains(w) {
+            warnings.push(w.clone());
+        }
+    }
     let mode = args.progress.resolve(args.quiet);
     // Lines for people: not with -q, and not between rawjson's objects.
     let quiet = matches!(mode, Progress::Quiet | Progress::Rawjson);
-    eprint!(
-        "{}",
-        render_all(&plan.warnings, &settings.display_name, &src)
-    );
-    if let Some(violations) = plan.lint_violations() {
+    eprint!("{}", render_all(&warnings, &settings.display_name, &src));
+    if let Some(violations) = plan.lint_violations_in(&warnings) {
         eprintln!("error: {violations} (the Dockerfile sets check=error=true)");
         return Ok(exit::DOCKERFILE);
     }
@@ -683,8 +687,19 @@ enum AnnotationTarget {
 /// Parses `[TYPE[PLATFORM]:]KEY=VALUE`, as buildx does: types `manifest`
 /// (the default) and `index`, several comma-separated.
 fn parse_annotation(a: &str) -> Result<Vec<Annotation>, String> {
+    // A type list is lower-case words with optional [PLATFORM]s before
+    // the first `:`; otherwise the `:` is the key's (`com.example:k=v`).
+    let is_types = |t: &str| {
+        t.split(',').all(|one| {
+            let kind = one.split_once('[').map_or(one, |(k, _)| k);
+            !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        })
+    };
     let (targets, kv) = match a.split_once('=') {
-        Some((left, _)) if left.contains(':') => a.split_once(':').unwrap_or(("manifest", a)),
+        Some((left, _)) if left.contains(':') => match a.split_once(':') {
+            Some((t, rest)) if is_types(t) => (t, rest),
+            _ => ("manifest", a),
+        },
         _ => ("manifest", a),
     };
     let (k, v) = kv
@@ -989,6 +1004,42 @@ fn excerpt(file: &str, src: &str, first: usize, last: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{parse_annotation, AnnotationTarget};
+
+    /// Types are lower-case words before the first `:`; a key may hold a
+    /// `:` of its own.
+    #[test]
+    fn annotations_as_buildx_reads_them() {
+        let one = |a: &str| {
+            let v = parse_annotation(a).expect("valid");
+            assert_eq!(v.len(), 1, "{a}");
+            (v[0].on.clone(), v[0].key.clone(), v[0].value.clone())
+        };
+        let arm = crate::plan::Platform::parse("linux/arm64").expect("platform");
+        assert_eq!(
+            one("k=v:w"),
+            (AnnotationTarget::Manifest(None), "k".into(), "v:w".into())
+        );
+        assert_eq!(
+            one("com.example:k=v"),
+            (
+                AnnotationTarget::Manifest(None),
+                "com.example:k".into(),
+                "v".into()
+            )
+        );
+        assert_eq!(
+            one("manifest-descriptor[linux/arm64]:k=v").0,
+            AnnotationTarget::ManifestDescriptor(Some(arm))
+        );
+        let both = parse_annotation("manifest,index:k=v").expect("valid");
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[1].on, AnnotationTarget::Index);
+        assert!(parse_annotation("layer:k=v").is_err());
+        assert!(parse_annotation("index[linux/amd64]:k=v").is_err());
+        assert!(parse_annotation("=v").is_err());
+    }
+
     #[test]
     fn excerpts_mark_the_instruction() {
         let src = "FROM x\nENV A=1\n# c\nRUN a && \\\n    b\nCMD c\nLABEL l=1\nUSER u\n";

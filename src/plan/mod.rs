@@ -107,10 +107,16 @@ pub struct Plan {
 impl Plan {
     /// With `error=true`, the warnings are a failure: the rule names, sorted.
     pub fn lint_violations(&self) -> Option<String> {
-        if !self.checks.error || self.warnings.is_empty() {
+        self.lint_violations_in(&self.warnings)
+    }
+
+    /// As [`Plan::lint_violations`], for `warnings` (those of the plans
+    /// of several platforms, say).
+    pub fn lint_violations_in(&self, warnings: &[Diagnostic]) -> Option<String> {
+        if !self.checks.error || warnings.is_empty() {
             return None;
         }
-        let mut rules: Vec<&str> = self.warnings.iter().filter_map(|w| w.rule).collect();
+        let mut rules: Vec<&str> = warnings.iter().filter_map(|w| w.rule).collect();
         rules.sort_unstable();
         rules.dedup();
         Some(format!(
