@@ -21,7 +21,7 @@ mod users;
 mod view;
 
 pub use import::{manifest_and_config, pull_to_store, NamedContext, NamedResolver};
-pub use solve::step_count;
+pub use solve::{step_count, Slots};
 
 use crate::context::ignore::Matcher;
 use crate::image::config::{History, ImageConfig};
@@ -69,6 +69,9 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     /// How many stages may run at once.
     pub max_parallelism: usize,
+    /// The limit shared by the builds of several platforms (else each
+    /// build keeps `max_parallelism` of its own).
+    pub slots: Option<std::sync::Arc<solve::Slots>>,
     /// Identifies the Dockerfile across builds (its path), for cache-miss
     /// explanations.
     pub dockerfile_id: String,

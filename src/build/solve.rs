@@ -167,6 +167,50 @@ pub(super) fn solve(
     Ok((state, counts, used))
 }
 
+/// How many stages may run at once (`--max-parallelism`), shared by the
+/// builds of several platforms.
+pub struct Slots {
+    free: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Slots {
+    pub fn new(n: usize) -> Slots {
+        Slots {
+            free: Mutex::new(n.max(1)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Takes a slot if one is free.
+    fn take(&self) -> bool {
+        let Ok(mut free) = self.free.lock() else {
+            return true;
+        };
+        if *free == 0 {
+            return false;
+        }
+        *free -= 1;
+        true
+    }
+
+    fn give(&self) {
+        if let Ok(mut free) = self.free.lock() {
+            *free += 1;
+        }
+        self.freed.notify_all();
+    }
+
+    /// Waits until a slot may be free (at most `t`).
+    fn wait(&self, t: std::time::Duration) {
+        if let Ok(free) = self.free.lock() {
+            if *free == 0 {
+                let _ = self.freed.wait_timeout(free, t);
+            }
+        }
+    }
+}
+
 /// How many steps the plan's progress output numbers: each stage's FROM
 /// and its steps.
 pub fn step_count(plan: &Plan) -> usize {
@@ -181,6 +225,12 @@ pub fn step_count(plan: &Plan) -> usize {
 /// done, at most `max_parallelism` at a time; the first error wins.
 fn schedule(sh: &Shared) -> Result<()> {
     let max = sh.opts.max_parallelism.max(1);
+    // The builds of several platforms share one limit.
+    let slots = sh
+        .opts
+        .slots
+        .clone()
+        .unwrap_or_else(|| Arc::new(Slots::new(max)));
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<()>)>();
     let mut started: BTreeSet<usize> = BTreeSet::new();
     let mut finished: BTreeSet<usize> = BTreeSet::new();
@@ -189,11 +239,9 @@ fn schedule(sh: &Shared) -> Result<()> {
     std::thread::scope(|s| {
         let mut running = 0;
         loop {
+            let mut waiting_for_a_slot = false;
             if first.is_none() && !sh.cancel.load(Ordering::SeqCst) {
                 for &idx in &sh.plan.order {
-                    if running >= max {
-                        break;
-                    }
                     if started.contains(&idx) {
                         continue;
                     }
@@ -203,16 +251,26 @@ fn schedule(sh: &Shared) -> Result<()> {
                     if !st.deps.iter().all(|d| finished.contains(d)) {
                         continue;
                     }
+                    if !slots.take() {
+                        waiting_for_a_slot = true;
+                        break;
+                    }
                     started.insert(idx);
                     running += 1;
-                    let tx = tx.clone();
+                    let (tx, slots) = (tx.clone(), slots.clone());
                     s.spawn(move || {
                         let r = run_stage(sh, st);
+                        slots.give();
                         let _ = tx.send((idx, r));
                     });
                 }
             }
             if running == 0 {
+                if waiting_for_a_slot {
+                    // Another platform's stages hold them all.
+                    slots.wait(std::time::Duration::from_millis(100));
+                    continue;
+                }
                 break;
             }
             let Ok((idx, r)) = rx.recv() else {

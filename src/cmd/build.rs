@@ -256,6 +256,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         label: None,
         numbered_after: 0,
         cancel: Default::default(),
+        slots: None,
     };
     match args.dry_run {
         Some(DryRun::Json) => {
@@ -363,6 +364,11 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     // step numbers, and shows its platform before each stage's name.
     let mut jobs = Vec::new();
     let mut numbered_after = 0;
+    if multi {
+        bopts.slots = Some(std::sync::Arc::new(build::Slots::new(
+            bopts.max_parallelism,
+        )));
+    }
     for plan in plans {
         let mut o = bopts.clone();
         if multi {

@@ -546,3 +546,28 @@ fn images_are_named_by_the_platform_they_were_built_for() {
     assert!(dir.join("linux_amd64/f-amd64").is_file());
     assert!(dir.join("linux_arm64/f-arm64").is_file());
 }
+
+/// `--max-parallelism` limits the whole build, not each platform's: two
+/// platforms' steps that can only finish together (each waits, in a
+/// shared cache mount, for the other's mark) finish by default, and fail
+/// with `--max-parallelism 1`.
+#[test]
+fn max_parallelism_covers_every_platform() {
+    let c = two_arch(&format!(
+        "{BASE}ARG ROUND\n\
+         RUN --mount=type=cache,id=meet-$ROUND,target=/c,sharing=shared \
+         touch /c/$(uname -m) && i=0 && while [ $i -lt 50 ]; do \
+         [ -e /c/x86_64 ] && [ -e /c/aarch64 ] && exit 0; sleep 0.1; i=$((i+1)); done; exit 1\n"
+    ));
+    let o = c.kiln(&["--platform", BOTH, "--build-arg", "ROUND=1"]);
+    assert!(o.status.success(), "together: {}", stderr(&o));
+    let o = c.kiln(&[
+        "--platform",
+        BOTH,
+        "--build-arg",
+        "ROUND=2",
+        "--max-parallelism",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "one at a time: {}", stderr(&o));
+}
