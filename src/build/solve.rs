@@ -552,6 +552,19 @@ fn run_step(
         // image, as BuildKit's does).
         let mut entry = crate::store::index::Entry::new(&layer, &step.text);
         entry.created = sh.now;
+        // A step that ran again (ADD of a URL, --no-cache) and made what
+        // its entry holds keeps the entry's time: the same layer is the
+        // same history, and the image stays the same.
+        if let Ok(old) = sh.store.cache_get(&key) {
+            if old.digest == layer.digest && old.diff_id == layer.diff_id {
+                entry.created = old.created;
+                if sh.opts.source_date_epoch.is_none() {
+                    if let Some(h) = state.config.history.last_mut() {
+                        h.created = Some(crate::image::config::rfc3339(old.created, 0));
+                    }
+                }
+            }
+        }
         sh.store.cache_put(&key, &entry)?;
     } else {
         head.report(

@@ -490,8 +490,9 @@ fn a_stage_rebuilt_to_the_same_files_still_gives_a_hit() {
 fn add_of_a_url_is_fetched_again_and_keys_what_it_brought() {
     let body = std::sync::Arc::new(std::sync::Mutex::new(b"one\n".to_vec()));
     let served = body.clone();
-    let addr = crate::image::serve_http(move |_| {
-        crate::image::Reply::ok("text/plain", served.lock().expect("body").clone())
+    let addr = crate::image::serve_http(move |_| crate::image::Reply {
+        last_modified: Some("Wed, 15 Nov 2023 10:00:00 GMT"),
+        ..crate::image::Reply::ok("text/plain", served.lock().expect("body").clone())
     });
     let c = tools(&format!(
         "FROM tools\nADD http://{addr}/f.txt /f.txt\nRUN busybox cat /f.txt > /copy\n"
@@ -504,6 +505,11 @@ fn add_of_a_url_is_fetched_again_and_keys_what_it_brought() {
         "{o}"
     );
     assert_eq!(miss_reason(&o, "RUN busybox cat /f.txt > /copy"), "CACHED");
+    // Fetched again, the same bytes make the same layer, which keeps its
+    // time: the same image.
+    let first = c.build_oci(&[]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(c.build_oci(&[]).manifest_digest, first.manifest_digest);
     *body.lock().expect("body") = b"two\n".to_vec();
     let o = build(&c, &[]);
     assert_eq!(

@@ -258,6 +258,8 @@ pub struct Reply {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub declared: usize,
+    /// A `Last-Modified` header, when set.
+    pub last_modified: Option<&'static str>,
 }
 
 impl Reply {
@@ -268,6 +270,7 @@ impl Reply {
             content_type,
             body,
             declared,
+            last_modified: None,
         }
     }
 
@@ -277,6 +280,7 @@ impl Reply {
             content_type: "text/plain",
             body: Vec::new(),
             declared: 0,
+            last_modified: None,
         }
     }
 }
@@ -304,9 +308,12 @@ pub fn serve_http(handler: impl Fn(&str) -> Reply + Send + 'static) -> String {
             let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
             let r = handler(&path);
             let mut s = stream;
+            let lm = r
+                .last_modified
+                .map_or(String::new(), |t| format!("Last-Modified: {t}\r\n"));
             let _ = write!(
                 s,
-                "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{lm}Connection: close\r\n\r\n",
                 r.status, r.content_type, r.declared
             );
             let _ = s.write_all(&r.body);
