@@ -578,7 +578,12 @@ fn compress_block(
     let mut crc = crc32fast::Hasher::new();
     crc.update(input);
     out.clear();
-    out.reserve(input.len() / 2 + 1024);
+    // Room for the whole block at once (deflate's worst case, zlib's
+    // compressBound, plus the sync flush's marker): the bytes deflate
+    // makes once its output runs out mid-flush depend on where it ran out,
+    // so on this recycled buffer's capacity (seen as two digests for one
+    // layer under load).
+    out.reserve(input.len() + (input.len() >> 10) + 1024);
     // Sync flush ends a non-last block on a byte boundary with an empty
     // stored block and without the BFINAL bit, so blocks concatenate.
     let flush = if last {
@@ -720,6 +725,40 @@ mod tests {
             random_part.len()
         );
         assert!(gz.len() < mixed.len() * 3 / 4, "{}", gz.len());
+    }
+
+    /// A block's bytes do not depend on the room its recycled output
+    /// buffer happens to have (which depends on which worker returned
+    /// which buffer when: seen as two digests for one arm64 binary's
+    /// layer under load). The buffer running out anywhere near the end of
+    /// a half-compressible block, as binaries are, with and without a
+    /// dictionary, must not change a byte.
+    #[test]
+    fn blocks_do_not_depend_on_the_output_buffer() {
+        let mut data = Vec::new();
+        for i in 0..96 {
+            if i % 2 == 0 {
+                data.extend(random_bytes(2048, i));
+            } else {
+                data.extend(text_bytes(2048, i));
+            }
+        }
+        for dict in [0, WINDOW] {
+            let buf = data[..dict + BLOCK_SIZE].to_vec();
+            for last in [false, true] {
+                let want = compress_block(6, buf.clone(), dict, last, Vec::new())
+                    .expect("deflate")
+                    .out;
+                assert!(want.len() > 70_000, "{}", want.len());
+                let near_end = want.len() - 64..want.len() + 8;
+                for room in [1, 40_000, 66_000].into_iter().chain(near_end) {
+                    let got = compress_block(6, buf.clone(), dict, last, Vec::with_capacity(room))
+                        .expect("deflate")
+                        .out;
+                    assert!(got == want, "room {room}, dict {dict}, last {last}");
+                }
+            }
+        }
     }
 
     #[test]
