@@ -621,16 +621,13 @@ fn shell_cargo() -> Command {
 
 /// "The main job" of "The two commands", as written but for where the
 /// archive goes (not into the checkout): `cargo run --release` builds the
-/// demo, with the digest the quick start gives.
+/// demo into an OCI archive. (Without SOURCE_DATE_EPOCH: cargo would
+/// rebuild the C dependencies under it, their build scripts track it;
+/// `quick_start_digest` checks the digest it gives.)
 #[test]
 fn the_main_job_line_builds_the_demo() {
     let text = readme();
     let line = command_line(section(&text, "## The two commands"), "cargo run");
-    let want = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("built sha256:"))
-        .and_then(|l| l.split(' ').next())
-        .expect("the quick start's digest");
     let tmp = tempfile::tempdir().expect("tempdir");
     let archive = tmp.path().join("demo.tar");
     let line = line.replace("dest=demo.tar", &format!("dest={}", archive.display()));
@@ -638,18 +635,21 @@ fn the_main_job_line_builds_the_demo() {
     let o = shell_cargo()
         .args(&words[1..])
         .current_dir(crate::util::root())
-        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env_remove("SOURCE_DATE_EPOCH")
         .env("KILN_CACHE_DIR", tmp.path().join("store"))
         .output()
         .expect("cargo");
     assert!(o.status.success(), "{line}: {}", stderr(&o));
-    assert!(
-        stderr(&o).contains(&format!("built sha256:{want} ")),
-        "README says {want}:\n{}",
-        stderr(&o)
+    assert!(stderr(&o).contains("built sha256:"), "{}", stderr(&o));
+    let img = crate::image::read_oci(&std::fs::read(&archive).expect("demo.tar"));
+    assert_eq!(
+        img.config["config"]["Labels"]["org.opencontainers.image.title"],
+        "kiln demo site"
     );
-    let layout = crate::image::read_oci(&std::fs::read(&archive).expect("demo.tar"));
-    assert_eq!(layout.manifest_digest, format!("sha256:{want}"));
+    assert_eq!(
+        img.index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        "docker.io/library/demo:1.0.0"
+    );
 }
 
 #[test]
