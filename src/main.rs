@@ -66,12 +66,17 @@ fn main() {
         Command::Images(args) => cmd::inspect::images(args),
         Command::Completion(args) => {
             use clap::CommandFactory as _;
+            let mut script = Vec::new();
             clap_complete::generate(
                 args.shell,
                 &mut kiln::cli::Cli::command(),
                 "kiln",
-                &mut std::io::stdout(),
+                &mut script,
             );
+            use std::io::Write as _;
+            if let Err(e) = std::io::stdout().lock().write_all(&script) {
+                kiln::cmd::stdout_failed(e);
+            }
             Ok(0)
         }
     };

@@ -259,7 +259,17 @@ fn schedule(sh: &Shared) -> Result<()> {
                     running += 1;
                     let (tx, slots) = (tx.clone(), slots.clone());
                     s.spawn(move || {
-                        let r = run_stage(sh, st);
+                        // A panic must end the build with an error, not
+                        // leave the scheduler waiting for this stage.
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            run_stage(sh, st)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Err(anyhow!(
+                                "stage {} failed unexpectedly (a bug in kiln)",
+                                st.display_name()
+                            ))
+                        });
                         slots.give();
                         let _ = tx.send((idx, r));
                     });

@@ -261,25 +261,29 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
     match args.dry_run {
         Some(DryRun::Json) => {
             if let [one] = plans.as_slice() {
-                println!("{}", render::to_json(one));
+                outln!("{}", render::to_json(one));
             } else {
                 let all: Vec<String> = plans.iter().map(render::to_json).collect();
-                println!("[{}]", all.join(","));
+                outln!("[{}]", all.join(","));
             }
             return Ok(0);
         }
         Some(DryRun::Text) => {
             for plan in &plans {
-                print!("{}", render::to_text(plan));
+                out!("{}", render::to_text(plan));
                 // What the cache would give, step by step.
                 if let Some(store) = &store {
                     bopts.dry_run = true;
                     bopts.max_parallelism = 1;
-                    println!("cache ({}):", store_root.display());
+                    outln!("cache ({}):", store_root.display());
                     let lines = crate::progress::plain::Lines::default();
+                    // A closed stdout (`| head`) ends the listing, not
+                    // the process.
                     let log = |e: &crate::progress::Event| {
+                        use std::io::Write as _;
+                        let mut out = std::io::stdout().lock();
                         for line in lines.render(e) {
-                            println!("  {line}");
+                            let _ = writeln!(out, "  {line}");
                         }
                     };
                     if let Err(e) = build::dry_run(plan, &bopts, store, &log) {
@@ -578,7 +582,7 @@ pub fn run(args: &BuildArgs) -> Result<i32, Failure> {
         // As buildx: the image ID on stdout, unless stdout carries an
         // archive.
         if !outputs.iter().any(|o| o.dest == export::Dest::Stdout) {
-            println!("{image_id}");
+            outln!("{image_id}");
         }
     } else if mode == Progress::Rawjson {
         crate::progress::json::result(serde_json::json!({

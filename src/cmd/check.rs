@@ -32,7 +32,7 @@ pub fn run(args: &CheckArgs) -> Result<i32, Failure> {
                 "file": settings.display_name,
                 "diagnostics": diags,
             });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         DryRun::Text => {
             eprint!("{}", render_all(&diags, &settings.display_name, &src));

@@ -33,7 +33,7 @@ pub fn inspect(args: &InspectArgs) -> Result<i32, Failure> {
             crate::build::manifest_and_config(&args.target, &store, &platform).map_err(failure)?;
         describe(&args.target, &digest, &manifest, &config)
     };
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&out).map_err(|e| failure(e.into()))?
     );
@@ -176,9 +176,12 @@ pub fn images(args: &DuArgs) -> Result<i32, Failure> {
     let Some(store) = super::registry::existing_store(&args.cache_dir)? else {
         return Ok(0);
     };
-    println!(
+    outln!(
         "{:<60} {:<8} {:<20} {:>10}",
-        "NAME", "FROM", "DIGEST", "SIZE"
+        "NAME",
+        "FROM",
+        "DIGEST",
+        "SIZE"
     );
     for (name, digest) in store.refs() {
         let (from, name) = match name.strip_prefix("built:") {
@@ -186,7 +189,7 @@ pub fn images(args: &DuArgs) -> Result<i32, Failure> {
             None => ("pulled", name),
         };
         let size = stored_size(&store, &digest, 0);
-        println!(
+        outln!(
             "{name:<60} {from:<8} {:<20} {:>10}",
             crate::progress::short(&digest),
             crate::progress::human(size)

@@ -1,10 +1,41 @@
 //! The subcommands: each reads its inputs, runs the library, and prints.
 //! Exit codes are documented in the README and in [`exit`].
 
+/// `println!` for a command's output: a reader that went away (`| head`)
+/// ends the output quietly, where `println!` would panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::cmd::stdout_failed(e);
+        }
+    }};
+}
+
+/// `print!` for a command's output (see `outln!`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            $crate::cmd::stdout_failed(e);
+        }
+    }};
+}
+
 pub mod build;
 pub mod check;
 pub mod inspect;
 pub mod registry;
+
+/// Output could not be written: a closed pipe ends the command quietly
+/// (as `head` expects of what feeds it); anything else is an error.
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to stdout: {e}");
+    std::process::exit(exit::BUILD);
+}
 
 use crate::cli::{DockerfileSource, PlanSettings};
 use crate::dockerfile::diag::{Diagnostic, SourceLines};

@@ -33,7 +33,7 @@ fn open_store(dir: &Option<std::path::PathBuf>) -> Result<Store, Failure> {
 pub(super) fn existing_store(dir: &Option<std::path::PathBuf>) -> Result<Option<Store>, Failure> {
     let root = dir.clone().unwrap_or_else(crate::store::default_root);
     if !root.join("blobs").is_dir() {
-        println!("{}: no store", root.display());
+        outln!("{}: no store", root.display());
         return Ok(None);
     }
     open_store(dir).map(Some)
@@ -51,7 +51,7 @@ pub fn pull(args: &PullArgs) -> Result<i32, Failure> {
     let store = open_store(&args.cache_dir)?;
     let digest =
         crate::build::pull_to_store(&args.reference, &store, &platform, true).map_err(failure)?;
-    println!("{digest}");
+    outln!("{digest}");
     Ok(0)
 }
 
@@ -65,7 +65,7 @@ pub fn push(args: &PushArgs) -> Result<i32, Failure> {
     }
     let store = open_store(&args.cache_dir)?;
     let digest = push_archive(args, &store).map_err(failure)?;
-    println!("{digest}");
+    outln!("{digest}");
     Ok(0)
 }
 
@@ -310,32 +310,32 @@ pub fn du(args: &DuArgs) -> Result<i32, Failure> {
     };
     let root = store.root().to_path_buf();
     let u = gc::usage(&store);
-    println!("{}", root.display());
-    println!("  cache entries  {:>6}", u.entries);
-    println!(
+    outln!("{}", root.display());
+    outln!("  cache entries  {:>6}", u.entries);
+    outln!(
         "  blobs          {:>6}  {:>10}",
         u.blobs.0,
         crate::progress::human(u.blobs.1)
     );
-    println!(
+    outln!(
         "  snapshots      {:>6}  {:>10}",
         u.snapshots.0,
         crate::progress::human(u.snapshots.1)
     );
-    println!(
+    outln!(
         "  cache mounts   {:>6}  {:>10}",
         u.cache_mounts.0,
         crate::progress::human(u.cache_mounts.1)
     );
-    println!(
+    outln!(
         "  other                  {:>10}",
         crate::progress::human(u.other)
     );
-    println!(
+    outln!(
         "  total                  {:>10}",
         crate::progress::human(u.blobs.1 + u.snapshots.1 + u.cache_mounts.1 + u.other)
     );
-    println!(
+    outln!(
         "  reclaimable            {:>10}  (kiln prune)",
         crate::progress::human(u.reclaimable)
     );

@@ -417,3 +417,51 @@ fn completion_scripts_and_grouped_help() {
         .expect("store topic");
     assert!(build < images && images < store, "{help}");
 }
+
+/// Output to a reader that went away (`| head`) ends a command quietly:
+/// exit 0, no panic, and a dry run (whose cache lines come from the
+/// solver's threads) does not hang.
+#[test]
+fn a_closed_stdout_ends_output_quietly() {
+    let c = crate::image::Ctx::new("FROM scratch\nCOPY f /f\nCOPY f /g\n", &[("f", "x")]);
+    let o = c.kiln(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for args in [
+        vec!["build", "--dry-run"],
+        vec!["images"],
+        vec!["completion", "bash"],
+    ] {
+        let mut cmd = Command::new(crate::util::kiln_bin());
+        cmd.args(&args).arg("--cache-dir").arg(c.path("store"));
+        if args[0] == "build" {
+            cmd.arg(c.ctx());
+        }
+        if args[0] == "completion" {
+            cmd = Command::new(crate::util::kiln_bin());
+            cmd.args(&args);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kiln");
+        // The reader goes away before kiln writes.
+        drop(child.stdout.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} hung with its stdout closed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+            .expect("stderr");
+        assert!(status.success(), "{args:?}: {status}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
