@@ -110,13 +110,7 @@ impl Store {
         for dir in [root.join("blobs/sha256"), root.join("tmp")] {
             fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
         }
-        let path = root.join("gc.lock");
-        fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("cannot open", &path))
+        Store::lock_file(root, "gc.lock")
     }
 
     fn open_shared(root: &Path) -> Result<Store, StoreError> {

@@ -10,6 +10,14 @@ use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The digest the README's quick start says it prints.
+fn quick_start_digest_in(text: &str) -> &str {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("built sha256:"))
+        .and_then(|l| l.split(' ').next())
+        .expect("the quick start's digest")
+}
+
 fn readme() -> String {
     std::fs::read_to_string(crate::util::root().join("README.md")).expect("README.md")
 }
@@ -19,11 +27,7 @@ fn readme() -> String {
 #[test]
 fn quick_start_digest() {
     let text = readme();
-    let want = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("built sha256:"))
-        .and_then(|l| l.split(' ').next())
-        .expect("the quick start's digest");
+    let want = quick_start_digest_in(&text);
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = tmp.path().join("store");
     let kiln = |args: &[&str]| {
@@ -695,11 +699,7 @@ fn the_install_line_installs_a_working_kiln() {
         "{line} installed another binary than {build} builds"
     );
 
-    let want = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("built sha256:"))
-        .and_then(|l| l.split(' ').next())
-        .expect("the quick start's digest");
+    let want = quick_start_digest_in(&text);
     let quick = command_line(section(&text, "## Quick start"), "SOURCE_DATE_EPOCH=");
     let dir = tmp.path().join("checkout");
     std::fs::create_dir_all(dir.join("testdata")).expect("mkdir");
